@@ -1,0 +1,4 @@
+"""`python -m dlrunner` == `dlrun`."""
+from dlrunner.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""Config -> objects. The only module besides cli/runner that reads the config; everything it
+builds takes plain arguments."""
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from dlrunner.data.augment import make_augment
+from dlrunner.data.batches import make_batches
+from dlrunner.data.core import DataBundle, from_tensors
+from dlrunner.errors import DlrunError
+from dlrunner.precision import Precision
+from dlrunner.tricks.base import Trick, Tricks
+
+PRECISIONS = {"32": None, "bf16-mixed": "bf16", "16-mixed": "fp16"}
+DATA_KNOBS = ("fraction", "classes", "val_fraction", "test_fraction", "split_seed", "batch_size", "num_workers",
+              "normalize", "augment", "flip")
+
+
+def locate(path: str, group: str) -> Callable:
+    """Import `pkg.module.name`; one clear line when it is not there."""
+    mod_name, _, attr = str(path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise DlrunError(f"{group}._target_: cannot import {path!r} ({e})") from None
+
+
+def call(node: DictConfig | dict, group: str, note: Callable[[str], None] | None = None, **extra) -> Any:
+    """Call a config node's `_target_` with its keys as flat arguments (plus `extra`).
+    Keys the target does not accept (left over after `group._target_=your.Thing`) are dropped
+    with a note, so a user's own class works without clearing the group's other keys."""
+    node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    target = locate(node.pop("_target_", None) or "", group)
+    partial = node.pop("_partial_", False)
+    kwargs = {**node, **extra}
+    params = inspect.signature(target).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        dropped = [k for k in kwargs if k not in params and k not in extra]
+        if dropped and note:
+            note(f"{group}: {target.__name__} takes no {', '.join(dropped)}; ignoring them")
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return functools.partial(target, **kwargs) if partial else target(**kwargs)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise DlrunError(f"device={name} but no CUDA device is available here; use device=auto or device=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DlrunError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}") from None
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def build_data(node: DictConfig, note: Callable[[str], None]) -> DataBundle:
+    """The data group's target returns a DataBundle, or `(x, y)` arrays that get the standard
+    split / subset / normalization treatment with the group's knobs."""
+    out = call(node, "data", note=None)
+    if isinstance(out, DataBundle):
+        return out
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        x, y = (torch.as_tensor(np.asarray(v)) for v in out)
+        modality = {4: "image", 3: "sequence", 2: "tabular"}.get(x.dim())
+        if modality is None or x.shape[0] != y.shape[0]:
+            raise DlrunError(f"data._target_ returned x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}; "
+                             "need x (N,C,H,W), (N,C,T) or (N,F) and y (N,) class ids")
+        knobs = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in DATA_KNOBS}
+        ids = np.asarray(y, dtype=np.int64)
+        names = [str(i) for i in range(int(ids.max()) + 1)]
+        return from_tensors(str(node._target_), x.float(), ids, names, modality, **knobs)
+    raise DlrunError(f"data._target_ must return a DataBundle or (x, y); got {type(out).__name__}")
+
+
+def build_model(node: DictConfig, data: DataBundle, note: Callable[[str], None]) -> nn.Module:
+    model = call(node, "model", note=note, in_shape=tuple(data.in_shape), num_classes=data.num_classes)
+    if not isinstance(model, nn.Module):
+        raise DlrunError(f"model._target_ must build a torch.nn.Module; got {type(model).__name__}")
+    return model
+
+
+def build_tricks(node: DictConfig, schedule_name: str, precision: str, note: Callable[[str], None]) -> Tricks:
+    items = []
+    for key, sub in (node or {}).items():
+        t = call(sub, f"trick.{key}", note=note)
+        if not isinstance(t, Trick):
+            raise DlrunError(f"trick.{key}._target_ must build a dlrunner Trick; got {type(t).__name__}")
+        items.append(t)
+    owners = {}
+    if schedule_name != "constant":
+        owners["schedule"] = f"schedule={schedule_name}"
+    if PRECISIONS.get(str(precision)):
+        owners["precision"] = f"precision={precision}"
+    return Tricks(items, owners)
+
+
+@dataclass
+class Job:
+    """Everything one run trains with."""
+
+    data: DataBundle
+    model: nn.Module
+    loss_fn: Callable
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    precision: Precision
+    tricks: Tricks
+    device: torch.device
+    train: Any  # batches
+    val: Any
+    test: Any
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train)
+
+
+def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None],
+              choices: dict[str, str] | None = None) -> Job:
+    """`choices`: Hydra's group selections (which schedule file was picked)."""
+    choices = choices or {}
+    tricks = build_tricks(cfg.trick, str(choices.get("schedule", "constant")), cfg.precision, note)
+    data = build_data(cfg.data, note)
+    seed_everything(int(cfg.seed), bool(cfg.deterministic))  # same weights whatever the data source did
+    model = tricks.setup(build_model(cfg.model, data, note).to(device))
+    loss_fn = call(cfg.loss, "loss", note=note)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = call(cfg.optim, "optim", note=note)(params)
+    aug = make_augment(data.modality, data.flip, data.in_shape) if data.augment else None
+    mk = functools.partial(make_batches, seed=int(cfg.seed), device=device, num_workers=data.num_workers)
+    train = mk(data.train, data.batch_size, shuffle=True, augment=aug)
+    val, test = (mk(s, max(data.batch_size, 256), shuffle=False) for s in (data.val, data.test))
+    total = int(cfg.epochs) * len(train)
+    schedule = tricks.first("schedule", optimizer, total, len(train))
+    if schedule is None:
+        schedule = call(cfg.schedule, "schedule", note=note)(optimizer, total_steps=total, steps_per_epoch=len(train))
+    precision = tricks.first("precision", device) or Precision(PRECISIONS[str(cfg.precision)], device)
+    return Job(data, model, loss_fn, optimizer, schedule, precision, tricks, device, train, val, test)

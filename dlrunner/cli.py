@@ -1,0 +1,49 @@
+"""`dlrun`: the Hydra app. Reads the config, hands plain values to the runner."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from dlrunner.console import Reporter
+from dlrunner.errors import DlrunError
+from dlrunner.rundir import register_resolvers
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def app(cfg: DictConfig) -> float | None:
+    from dlrunner import runner
+    from dlrunner.validate import validate
+
+    out = Reporter()
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    choices = dict(hc.runtime.choices)
+    try:
+        validate(cfg)
+        if cfg.mode == "eval":
+            return runner.evaluate_checkpoint(cfg, run_dir, choices, out)
+        return runner.train(cfg, run_dir, choices, out)
+    except DlrunError as e:
+        print(f"dlrun: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except runner.Interrupted as e:
+        sys.exit(128 + e.signum)
+
+
+def main() -> None:
+    """Console-script entry point: `dlrun [overrides]`."""
+    if os.getcwd() not in sys.path:  # a user's own `_target_` module in the current folder
+        sys.path.insert(0, os.getcwd())
+    register_resolvers()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""The one exception type that reaches the user as a one-line error."""
+
+
+class DlrunError(Exception):
+    """A problem with the user's input or environment, reported as one line (no traceback)."""

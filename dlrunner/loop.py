@@ -1,0 +1,106 @@
+"""The training loop: one epoch of steps, and evaluation. Plain arguments, no config."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from dlrunner.precision import Precision
+from dlrunner.tricks.base import Tricks
+
+
+class Meter:
+    """Sample-weighted loss and accuracy over a whole split, accumulated on the device
+    (no host sync per step): loss = sum(batch_loss * batch_size) / N."""
+
+    def __init__(self, device: torch.device, state: dict | None = None):
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.n = 0
+        if state:
+            self.loss_sum += state["loss_sum"]
+            self.correct += state["correct"]
+            self.n = int(state["n"])
+
+    def update(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss.detach().double() * len(y)
+        self.correct += (out.detach().argmax(1) == y).sum()
+        self.n += len(y)
+
+    def result(self, prefix: str) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {f"{prefix}/loss": self.loss_sum.item() / n, f"{prefix}/acc": self.correct.item() / n}
+
+    def state_dict(self) -> dict:
+        return {"loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu(), "n": self.n}
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # next batch of that epoch
+    step: int = 0  # optimizer steps so far
+    history: list[dict] = field(default_factory=list)  # one row per finished epoch
+    best: float | None = None
+    best_epoch: int | None = None
+
+
+def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.optim.Optimizer, schedule,
+                precision: Precision, tricks: Tricks, state: TrainState, meter: Meter,
+                should_stop: Callable[[], bool], on_progress: Callable[[int, torch.Tensor], None]) -> bool:
+    """Train from state.batch to the end of state.epoch. False if stopped early (signal)."""
+    model.train()
+    for i, batch in batches.iterate(state.epoch, state.batch):
+        x, y = tricks.on_batch(batch, state.step)
+        with precision.autocast():
+            out = model(x)  # (B, K) logits
+            loss = tricks.on_loss(loss_fn(out, y), out, (x, y))
+        optimizer.zero_grad(set_to_none=True)
+        precision.backward(loss)
+        precision.unscale(optimizer)  # gradients are true values from here (fp16)
+        tricks.after_backward(model, state.step)
+        precision.step(optimizer)
+        schedule.step()
+        tricks.after_step(model, state.step)
+        meter.update(loss, out, y)
+        state.step, state.batch = state.step + 1, i + 1
+        on_progress(i + 1, loss)
+        if should_stop():
+            return False
+    return True
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, loss_fn: Callable, precision: Precision, prefix: str = "val",
+             predict: Callable | None = None) -> dict[str, float]:
+    """Loss and accuracy over a whole split in eval mode (dropout off, BatchNorm running stats)."""
+    was_training = model.training
+    model.eval()
+    meter = Meter(next(model.parameters()).device)
+    for _, (x, y) in batches.iterate(0):
+        with precision.autocast():
+            out = predict(model, x) if predict else model(x)
+        meter.update(loss_fn(out.float(), y), out, y)
+    model.train(was_training)
+    return meter.result(prefix)
+
+
+class Throughput:
+    """Refreshes the progress display every `every` steps; the only place a step syncs."""
+
+    def __init__(self, every: int, report: Callable[[int, float | None, float, float], None], optimizer):
+        self.every, self.report, self.optimizer = max(1, every), report, optimizer
+        self.t0, self.last = time.perf_counter(), 0
+
+    def __call__(self, done: int, loss: torch.Tensor) -> None:
+        if done % self.every:
+            return
+        now = time.perf_counter()
+        its = (done - self.last) / max(now - self.t0, 1e-9)
+        self.t0, self.last = now, done
+        self.report(done, float(loss), self.optimizer.param_groups[0]["lr"], its)

@@ -1,0 +1,228 @@
+"""One run, start to finish: build, (resume), train epoch by epoch, write the run folder."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dlrunner import checkpoint, plots, rundir
+from dlrunner.build import Job, build_job, pick_device
+from dlrunner.console import Reporter
+from dlrunner.errors import DlrunError
+from dlrunner.loop import Meter, Throughput, TrainState, evaluate, train_epoch
+
+IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir")
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignal:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (a second Ctrl-C kills)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            signal.signal(signum, self._old[signum])
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+def config_key(cfg: DictConfig) -> str:
+    """The job's identity for resume=auto: the resolved config minus run-control keys."""
+    d = OmegaConf.to_container(cfg, resolve=True)
+    for k in IGNORED_FOR_RESUME:
+        d.pop(k, None)
+    return OmegaConf.to_yaml(OmegaConf.create(d))
+
+
+def minimize(metric: str) -> bool:
+    return "loss" in metric
+
+
+def payload(job: Job, state: TrainState, meter: Meter, cfg: DictConfig) -> dict[str, Any]:
+    return {"model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
+            "schedule": job.schedule.state_dict(), "precision": job.precision.state_dict(),
+            "tricks": job.tricks.state_dict(), "rng": checkpoint.rng_state(), "meter": meter.state_dict(),
+            "state": {"epoch": state.epoch, "batch": state.batch, "step": state.step, "history": state.history,
+                      "best": state.best, "best_epoch": state.best_epoch},
+            "config": OmegaConf.to_yaml(cfg, resolve=True), "data": job.data.meta()}
+
+
+def restore(job: Job, ckpt: dict, state: TrainState) -> Meter:
+    job.model.load_state_dict(ckpt["model"])
+    job.optimizer.load_state_dict(ckpt["optimizer"])
+    job.schedule.load_state_dict(ckpt["schedule"])
+    job.precision.load_state_dict(ckpt["precision"])
+    job.tricks.load_state_dict(ckpt["tricks"])
+    for k, v in ckpt["state"].items():
+        setattr(state, k, v)
+    checkpoint.set_rng_state(ckpt["rng"])
+    return Meter(job.device, ckpt["meter"] if state.batch else None)
+
+
+def write_metrics(history: list[dict], path: Path) -> None:
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    tmp.replace(path)
+
+
+def write_json(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def find_resume(cfg: DictConfig, run_dir: Path, key: str, out: Reporter) -> Path | None:
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        found = rundir.find_resumable(cfg.out_dir, key, exclude=run_dir)
+        if found is None:
+            out.info(f"resume=auto: no unfinished run with this config under {cfg.out_dir}/; starting a new run")
+        return found and checkpoint.resolve(found)
+    return checkpoint.resolve(cfg.resume)
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float:
+    """Train the configured job in run_dir and return the best value of cfg.optimized_metric."""
+    t_start = time.time()
+    device = pick_device(str(cfg.device))
+    key = config_key(cfg)
+    resume_path = find_resume(cfg, run_dir, key, out)
+    ckpt = checkpoint.load(resume_path) if resume_path else None  # fail on a bad file before any work
+    if ckpt and ckpt["config"] and config_key(OmegaConf.create(ckpt["config"])) != key:
+        raise DlrunError(f"resume: {resume_path} was trained with a different config; "
+                         "resume with the same overrides (see its .hydra/overrides.yaml)")
+    job = build_job(cfg, device, out.warn, choices)
+    ckdir = run_dir / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    (ckdir / "config_key.txt").write_text(key)
+    state, meter = TrainState(), Meter(device)
+    if ckpt:
+        meter = restore(job, ckpt, state)
+        write_json({"resumed_from": str(resume_path.parent.parent.resolve()), "epoch": state.epoch,
+                    "batch": state.batch}, run_dir / "resume.json")
+        out.info(f"resumed from {resume_path} at epoch {state.epoch + 1}, batch {state.batch}")
+    else:
+        with torch.random.fork_rng(devices=[]):  # the picture must not shift the training RNG stream
+            _, (x, y) = next(job.train.iterate(0))
+            plots.samples(x, y, job.data.class_names, job.data.modality, run_dir / "samples.png")
+    n_params = sum(p.numel() for p in job.model.parameters())
+    out.info(f"dlrun: {job.data.name} {job.data.sizes()} -> {type(job.model).__name__} ({n_params:,} params) "
+             f"on {device}, {job.precision.name}; run folder {run_dir}")
+    status = "completed"
+    with StopSignal() as stop:
+        try:
+            run_epochs(cfg, job, state, meter, stop, ckdir, run_dir, out)
+        except Interrupted as e:
+            status = "interrupted"
+            out.info(f"{e}: checkpoint saved at epoch {state.epoch + 1}, batch {state.batch} -> "
+                     f"{ckdir / 'last.pt'}; continue with `dlrun <same overrides> resume=auto`")
+            finish(cfg, job, state, run_dir, t_start, status, resume_path, n_params, out)
+            raise
+    return finish(cfg, job, state, run_dir, t_start, status, resume_path, n_params, out)
+
+
+def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop: StopSignal, ckdir: Path,
+               run_dir: Path, out: Reporter) -> None:
+    metric, lower = cfg.optimized_metric, minimize(cfg.optimized_metric)
+    progress = Throughput(int(cfg.log_every), out.step, job.optimizer)
+    while state.epoch < int(cfg.epochs):
+        t0 = time.perf_counter()
+        job.tricks.on_epoch_start(state.epoch)
+        with out.epoch(state.epoch, int(cfg.epochs), len(job.train), state.batch):
+            done = train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision,
+                               job.tricks, state, meter, stop, progress)
+        if not done:
+            checkpoint.save(payload(job, state, meter, cfg), ckdir / "last.pt")
+            raise Interrupted(stop.signum)
+        row = {"epoch": state.epoch + 1, **meter.result("train"),
+               **evaluate(job.model, job.val, job.loss_fn, job.precision, "val", job.tricks.predict),
+               "lr": job.optimizer.param_groups[0]["lr"], "time": time.perf_counter() - t0}
+        state.history.append(row)
+        improved = state.best is None or (row[metric] < state.best if lower else row[metric] > state.best)
+        if improved:
+            state.best, state.best_epoch = row[metric], row["epoch"]
+        state.epoch, state.batch, meter = state.epoch + 1, 0, Meter(job.device)
+        checkpoint.save(payload(job, state, meter, cfg), ckdir / "last.pt")
+        if improved:
+            shutil.copyfile(ckdir / "last.pt", ckdir / ".best.pt.tmp")
+            (ckdir / ".best.pt.tmp").replace(ckdir / "best.pt")
+        write_metrics(state.history, run_dir / "metrics.csv")
+        out.epoch_end(row, int(cfg.epochs), improved)
+        if stop():
+            raise Interrupted(stop.signum)
+
+
+def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start: float, status: str,
+           resumed_from: Path | None, n_params: int, out: Reporter) -> float:
+    """Curves, optional test evaluation, summary.json, the final table; returns the optimized metric."""
+    best_row = next((r for r in state.history if r["epoch"] == state.best_epoch), {})
+    final = dict(state.history[-1]) if state.history else {}
+    if status == "completed" and cfg.eval_test and (run_dir / "checkpoints" / "best.pt").exists():
+        job.model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / "best.pt")["model"])
+        best_row = {**best_row, **evaluate(job.model, job.test, job.loss_fn, job.precision, "test",
+                                           job.tricks.predict)}
+    if state.history:
+        plots.curves(state.history, run_dir / "curves.png")
+    summary = {"status": status, "optimized_metric": cfg.optimized_metric, "value": state.best,
+               "best_epoch": state.best_epoch, "epochs_run": len(state.history), "final": final, "best": best_row,
+               "run_dir": str(run_dir), "data": {"name": job.data.name, **job.data.sizes(),
+                                                 "classes": job.data.class_names, "in_shape": job.data.in_shape},
+               "model": {"class": type(job.model).__name__, "params": n_params},
+               "device": str(job.device), "precision": job.precision.name, "wall_time": time.time() - t_start,
+               "resumed_from": str(resumed_from) if resumed_from else None, "command": rundir.command_line(),
+               "git_sha": rundir.git_sha(), "versions": rundir.versions(), "seed": int(cfg.seed)}
+    write_json(summary, run_dir / "summary.json")
+    if status == "completed":
+        out.final(summary)
+    return float(state.best) if state.best is not None else float("nan")
+
+
+def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float:
+    """mode=eval: rebuild the checkpoint's own job (same data pipeline) and evaluate one split."""
+    ckpt = checkpoint.load(cfg.ckpt)
+    saved = OmegaConf.create(ckpt["config"])
+    saved.device = cfg.device
+    job = build_job(saved, pick_device(str(cfg.device)), out.warn, choices={})
+    job.model.load_state_dict(ckpt["model"])
+    split = job.val if cfg.split == "val" else job.test
+    res = evaluate(job.model, split, job.loss_fn, job.precision, cfg.split, job.tricks.predict)
+    res_all = {"checkpoint": str(checkpoint.resolve(cfg.ckpt)), "split": cfg.split, "samples": split.num_samples, **res}
+    write_json(res_all, run_dir / "eval.json")
+    for k, v in res.items():
+        out.info(f"{k} {v:.4f}")
+    out.info(f"{cfg.split}: {split.num_samples} samples from {res_all['checkpoint']}")
+    return res[f"{cfg.split}/acc"]

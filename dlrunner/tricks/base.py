@@ -1,0 +1,132 @@
+"""The hook protocol every trick implements. The loop, with its hook points:
+
+    model = trick.setup(model)                          # once: surgery (freezing, masks, layout)
+    schedule = trick.schedule(opt, total, per_epoch)    # a trick that owns the LR schedule
+    precision = trick.precision(device)                 # a trick that owns the numeric format
+    for epoch in range(epochs):
+        trick.on_epoch_start(epoch)
+        for step, (x, y) in batches:
+            x, y = trick.on_batch((x, y), step)
+            with precision.autocast():
+                out = model(x)
+                loss = trick.on_loss(loss_fn(out, y), out, (x, y))
+            precision.backward(loss); precision.unscale(opt)
+            trick.after_backward(model, step)           # e.g. clip: gradients are unscaled here
+            precision.step(opt); schedule.step()
+            trick.after_step(model, step)
+        evaluate(..., predict=trick.predict)            # e.g. TTA, ensembles
+    trick.state_dict() / trick.load_state_dict(state)   # a resumed run continues the trick
+
+Hooks run in the order the tricks were listed on the command line.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlrunner.errors import DlrunError
+
+
+class Trick:
+    """No-op hooks; a trick overrides the ones it needs."""
+
+    name: str = "trick"
+    owns: frozenset[str] = frozenset()  # exclusive resources: "schedule", "precision", ...
+
+    def setup(self, model: nn.Module) -> nn.Module:
+        return model
+
+    def schedule(self, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
+        return None
+
+    def precision(self, device: torch.device):
+        return None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_batch(self, batch: tuple, step: int) -> tuple:
+        return batch
+
+    def on_loss(self, loss: torch.Tensor, out: torch.Tensor, batch: tuple) -> torch.Tensor:
+        return loss
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        pass
+
+    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        return None  # None: not this trick's business, use the plain forward
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class Tricks:
+    """The selected tricks, called in order. Refuses two owners of one resource."""
+
+    def __init__(self, tricks: list[Trick], external_owners: dict[str, str] | None = None):
+        owners = dict(external_owners or {})
+        for t in tricks:
+            for res in t.owns:
+                if res in owners:
+                    raise DlrunError(f"trick={t.name} conflicts with {owners[res]}: both set the {res}; keep one")
+                owners[res] = f"trick={t.name}"
+        self.items = list(tricks)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def first(self, hook: str, *args):
+        """The first non-None answer of a hook that one trick owns (schedule, precision, predict)."""
+        for t in self.items:
+            out = getattr(t, hook)(*args)
+            if out is not None:
+                return out
+        return None
+
+    def setup(self, model: nn.Module) -> nn.Module:
+        for t in self.items:
+            model = t.setup(model)
+        return model
+
+    def on_epoch_start(self, epoch: int) -> None:
+        for t in self.items:
+            t.on_epoch_start(epoch)
+
+    def on_batch(self, batch: tuple, step: int) -> tuple:
+        for t in self.items:
+            batch = t.on_batch(batch, step)
+        return batch
+
+    def on_loss(self, loss: torch.Tensor, out: torch.Tensor, batch: tuple) -> torch.Tensor:
+        for t in self.items:
+            loss = t.on_loss(loss, out, batch)
+        return loss
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        for t in self.items:
+            t.after_backward(model, step)
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        for t in self.items:
+            t.after_step(model, step)
+
+    def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        out = self.first("predict", model, x)
+        return model(x) if out is None else out
+
+    def state_dict(self) -> dict[str, dict]:
+        return {t.name: t.state_dict() for t in self.items}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        for t in self.items:
+            if t.name in state:
+                t.load_state_dict(state[t.name])
