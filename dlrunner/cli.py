@@ -42,7 +42,16 @@ def main() -> None:
     if os.getcwd() not in sys.path:  # a user's own `_target_` module in the current folder
         sys.path.insert(0, os.getcwd())
     register_resolvers()
+    sys.argv = [_unique(a) for a in sys.argv]
     app()
+
+
+def _unique(arg: str) -> str:
+    """A user's own hydra.run.dir / hydra.sweep.dir gets the same never-overwrite guard."""
+    key, eq, value = arg.partition("=")
+    if eq and key.lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") and "dlrun_unique_dir" not in value:
+        return f"{key}=${{dlrun_unique_dir:{value}}}"
+    return arg
 
 
 if __name__ == "__main__":

@@ -103,4 +103,4 @@ class Throughput:
         now = time.perf_counter()
         its = (done - self.last) / max(now - self.t0, 1e-9)
         self.t0, self.last = now, done
-        self.report(done, float(loss), self.optimizer.param_groups[0]["lr"], its)
+        self.report(done, float(loss.detach()), self.optimizer.param_groups[0]["lr"], its)

@@ -28,7 +28,8 @@ def onecycle(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch
     has_momentum = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
     if cycle_momentum and "momentum" in optimizer.defaults and optimizer.defaults["momentum"] == 0:
         cycle_momentum = False  # torch refuses to cycle a momentum that is off
-    return OneCycleLR(optimizer, max_lr=peak, total_steps=max(total_steps, 2), pct_start=pct_start,
+    # +1: the scheduler also steps after the last optimizer step, which must land on the end
+    return OneCycleLR(optimizer, max_lr=peak, total_steps=max(total_steps, 1) + 1, pct_start=pct_start,
                       div_factor=div_factor, final_div_factor=final_div_factor,
                       cycle_momentum=cycle_momentum and has_momentum, base_momentum=base_momentum,
                       max_momentum=max_momentum, anneal_strategy="cos")

@@ -20,7 +20,8 @@ def epoch_chunks(n: int, batch_size: int, shuffle: bool, seed: int, epoch: int) 
         order = torch.arange(n)
     chunks = list(order.split(batch_size))
     if len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+        last = chunks.pop()
+        chunks[-1] = torch.cat([chunks[-1], last])
     return chunks
 
 

@@ -1,0 +1,139 @@
+"""The loop's numbers are right: epoch metrics, batches, resume, precision."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from dlrunner import runner
+from dlrunner.build import build_job, pick_device
+from dlrunner.console import Reporter
+from dlrunner.data.batches import TensorBatches, epoch_chunks
+from dlrunner.data.core import Split
+from dlrunner.loop import Meter, TrainState, evaluate, train_epoch
+from dlrunner.precision import Precision
+from dlrunner.tricks.base import Tricks
+
+CPU = torch.device("cpu")
+
+
+def full_pass(model, split, loss_fn):
+    """Independent computation: the whole split in one forward, no batching."""
+    model.eval()
+    with torch.no_grad():
+        out = model(split.x)
+        return loss_fn(out, split.y).item(), (out.argmax(1) == split.y).float().mean().item()
+
+
+def test_epoch_metrics_equal_an_independent_full_pass(make_cfg):
+    job = build_job(make_cfg("data.fraction=0.3", "data.batch_size=7"), CPU, print)  # ragged last batch
+    job.model(job.data.val.x[:2])
+    res = evaluate(job.model, job.val, job.loss_fn, job.precision)
+    loss, acc = full_pass(job.model, job.data.val, job.loss_fn)
+    assert res["val/loss"] == pytest.approx(loss, rel=1e-5) and res["val/acc"] == pytest.approx(acc)
+    # training metrics: with the LR at zero the weights stay put, so the running epoch loss
+    # must equal the full pass over the training split (lenet has no dropout/BatchNorm)
+    frozen = torch.optim.SGD(job.model.parameters(), lr=0.0)
+    meter, state = Meter(CPU), TrainState()
+    train_epoch(job.model, job.train, job.loss_fn, frozen, torch.optim.lr_scheduler.LambdaLR(frozen, lambda s: 1.0),
+                job.precision, job.tricks,
+                state, meter, lambda: False, lambda *a: None)
+    loss, acc = full_pass(job.model, job.data.train, job.loss_fn)
+    got = meter.result("train")
+    assert meter.n == len(job.data.train)  # every sample counted once
+    assert got["train/loss"] == pytest.approx(loss, rel=1e-5) and got["train/acc"] == pytest.approx(acc)
+
+
+def test_batches_cover_each_sample_once_and_depend_on_seed_and_epoch():
+    n = 101
+    a = torch.cat(epoch_chunks(n, 10, True, 0, 0))
+    assert sorted(a.tolist()) == list(range(n))
+    assert torch.equal(a, torch.cat(epoch_chunks(n, 10, True, 0, 0)))
+    assert not torch.equal(a, torch.cat(epoch_chunks(n, 10, True, 0, 1)))
+    assert not torch.equal(a, torch.cat(epoch_chunks(n, 10, True, 1, 0)))
+    assert min(len(c) for c in epoch_chunks(n, 10, True, 0, 0)) >= 2  # no batch of one (BatchNorm)
+    split = Split(torch.arange(n).float()[:, None], torch.zeros(n, dtype=torch.long))
+    tb = TensorBatches(split, 10, shuffle=True, seed=0, device=CPU)
+    tail = [int(x[0, 0]) for _, (x, _) in tb.iterate(0, start=3)]
+    assert tail == [int(c[0]) for c in epoch_chunks(n, 10, True, 0, 0)[3:]]  # resumes mid-epoch
+
+
+def test_same_seed_same_metrics(make_cfg, tmp_path):
+    rows = []
+    for i in range(2):
+        cfg = make_cfg("debug=smoke", "seed=3")
+        runner.train(cfg, tmp_path / f"run{i}", {}, Reporter(live=False))
+        rows.append((tmp_path / f"run{i}" / "metrics.csv").read_text().splitlines())
+    strip = [[",".join(r.split(",")[:-1]) for r in rs] for rs in rows]  # drop the time column
+    assert strip[0] == strip[1]
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(make_cfg, tmp_path, monkeypatch):
+    over = ("debug=smoke", "epochs=3", "data.batch_size=16", "seed=5")
+    runner.train(make_cfg(*over), tmp_path / "straight", {}, Reporter(live=False))
+    calls = {"n": 0}
+
+    def stop_mid_epoch_2(self):  # SIGTERM arrives in the middle of epoch 2
+        calls["n"] += 1
+        if calls["n"] == 30:  # 20 steps + 1 end-of-epoch check in epoch 1, then 9 steps
+            self.signum = signal.SIGTERM
+        return self.signum is not None
+    monkeypatch.setattr(runner.StopSignal, "__call__", stop_mid_epoch_2)
+    with pytest.raises(runner.Interrupted):
+        runner.train(make_cfg(*over), tmp_path / "outputs" / "a", {}, Reporter(live=False))
+    monkeypatch.undo()
+    import json
+    assert json.loads((tmp_path / "outputs" / "a" / "summary.json").read_text())["status"] == "interrupted"
+    ck = torch.load(tmp_path / "outputs" / "a" / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["state"]["batch"] > 0  # stopped mid-epoch
+    runner.train(make_cfg(*over, "resume=auto"), tmp_path / "outputs" / "b", {}, Reporter(live=False))
+    straight = [r.rsplit(",", 1)[0] for r in (tmp_path / "straight" / "metrics.csv").read_text().splitlines()]
+    resumed = [r.rsplit(",", 1)[0] for r in (tmp_path / "outputs" / "b" / "metrics.csv").read_text().splitlines()]
+    assert resumed == straight
+    assert json.loads((tmp_path / "outputs" / "b" / "resume.json").read_text())["resumed_from"].endswith("a")
+
+
+def test_resume_auto_skips_completed_and_already_resumed_runs(make_cfg, tmp_path):
+    from dlrunner.rundir import find_resumable
+    cfg = make_cfg("debug=smoke", "epochs=1")
+    runner.train(cfg, tmp_path / "outputs" / "done", {}, Reporter(live=False))
+    assert find_resumable(tmp_path / "outputs", runner.config_key(cfg)) is None
+
+
+def test_fp16_gradients_are_unscaled_before_clipping():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    true = model.weight.grad.clone()
+    model.zero_grad()
+    prec = Precision("fp16", CPU)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with prec.autocast():
+        loss = nn.functional.cross_entropy(model(x), y)
+    prec.backward(loss)
+    assert model.weight.grad.abs().max() > 1000 * true.abs().max()  # scaled by 2**16
+    prec.unscale(opt)
+    assert torch.allclose(model.weight.grad, true, atol=1e-2)  # what a clip hook sees
+    prec.step(opt)
+    assert prec.state_dict()["scale"] > 0
+
+
+def test_bf16_autocast_on_cpu_trains(make_cfg):
+    job = build_job(make_cfg("debug=smoke", "trick=amp"), CPU, print)
+    assert job.precision.name == "bf16-mixed"
+    with job.precision.autocast():
+        assert job.model(job.data.val.x[:4]).dtype == torch.bfloat16
+    before = evaluate(job.model, job.val, job.loss_fn, job.precision)["val/loss"]
+    for e in range(2):
+        st = TrainState(epoch=e)
+        train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision,
+                    job.tricks, st, Meter(CPU), lambda: False, lambda *a: None)
+    assert evaluate(job.model, job.val, job.loss_fn, job.precision)["val/loss"] < 0.7 * before
+
+
+def test_device_choice():
+    assert pick_device("cpu") == CPU
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
