@@ -1,0 +1,137 @@
+"""`make bench`: the numbers in the README, measured here. Results go to bench/results/*.json.
+
+1. quality: `dlrun` (digits + lenet, defaults) wall time including start-up, and best val acc;
+   `dlrun data=mnist1d model=conv1d` test accuracy.
+2. overhead: time per epoch of dlrun's loop (train + val + checkpoint + metrics.csv) against a
+   minimal hand-written loop (train + val), same model, data, batch size and seed, run
+   alternately in one process; the ratio of medians.
+3. determinism: two runs with the same seed give identical metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {torch.get_num_threads()} threads, {gpu}, torch {torch.__version__}"
+
+
+def dlrun(args: list[str], cwd: Path) -> tuple[dict, float]:
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "dlrunner", *args, "hydra.run.dir=outputs/run"], cwd=cwd, check=True,
+                   capture_output=True, text=True)
+    wall = time.time() - t0
+    return json.loads((cwd / "outputs" / "run" / "summary.json").read_text()), wall
+
+
+def quality(tmp: Path) -> dict:
+    out = {}
+    for name, args in {"digits_lenet": [], "mnist1d_conv1d": ["data=mnist1d", "model=conv1d", "eval_test=true"]}.items():
+        d = tmp / name
+        d.mkdir()
+        s, wall = dlrun(args, d)
+        out[name] = {"command": " ".join(["dlrun", *args]), "wall_s_incl_startup": round(wall, 2),
+                     "best_val_acc": s["best"]["val/acc"], "best_epoch": s["best_epoch"],
+                     "test_acc": s["best"].get("test/acc"), "epochs": s["epochs_run"]}
+        print(name, out[name], flush=True)
+    return out
+
+
+def overhead(tmp: Path, overrides: list[str], rounds: int) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    from dlrunner import runner
+    from dlrunner.build import build_job
+    from dlrunner.console import Reporter
+    from dlrunner.loop import Meter, TrainState
+    from dlrunner.rundir import register_resolvers
+    from handloop import hand_epoch
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["device=cpu", *overrides])
+    job = build_job(cfg, torch.device("cpu"), print)
+    hand_model = copy.deepcopy(job.model)
+    hand_opt = torch.optim.AdamW(hand_model.parameters(), lr=float(cfg.optim.lr), weight_decay=0.0)
+    x, y, xv, yv = job.data.train.x, job.data.train.y, job.data.val.x, job.data.val.y
+    gen = torch.Generator().manual_seed(0)
+    state, quiet = TrainState(), Reporter(live=False)
+    quiet.console.quiet = True
+    run_dir = tmp / "overhead"
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    t_dl, t_hand = [], []
+    with runner.StopSignal() as stop:
+        for r in range(rounds + 1):  # round 0 warms both up and is not counted
+            cfg.epochs = state.epoch + 1
+            t0 = time.perf_counter()
+            runner.run_epochs(cfg, job, state, Meter(job.device), stop, run_dir / "checkpoints", run_dir, quiet)
+            t1 = time.perf_counter()
+            hand_epoch(hand_model, hand_opt, x, y, xv, yv, job.data.batch_size, gen)
+            t2 = time.perf_counter()
+            if r:
+                t_dl.append(t1 - t0)
+                t_hand.append(t2 - t1)
+    med_dl, med_hand = statistics.median(t_dl), statistics.median(t_hand)
+    res = {"overrides": overrides, "rounds": rounds, "dlrun_s_per_epoch": round(med_dl, 4),
+           "hand_s_per_epoch": round(med_hand, 4), "ratio": round(med_dl / med_hand, 3)}
+    print("overhead", res, flush=True)
+    return res
+
+
+def determinism(tmp: Path) -> dict:
+    rows = []
+    for i in range(2):
+        d = tmp / f"det{i}"
+        d.mkdir()
+        dlrun(["debug=smoke", "seed=7"], d)
+        rows.append([r.rsplit(",", 1)[0] for r in (d / "outputs/run/metrics.csv").read_text().splitlines()])
+    return {"identical_metrics": rows[0] == rows[1]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
+    ap.add_argument("--only", choices=["quality", "overhead", "determinism"], default=None)
+    args = ap.parse_args()
+    res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        if args.only in (None, "quality"):
+            res["quality"] = quality(tmp)
+        if args.only in (None, "overhead"):
+            res["overhead"] = {"digits_lenet": overhead(tmp, [], args.rounds),
+                               "mnist1d_conv1d": overhead(tmp, ["data=mnist1d", "model=conv1d",
+                                                               f"data.root={tmp / 'data'}"], args.rounds)}
+        if args.only in (None, "determinism"):
+            res["determinism"] = determinism(tmp)
+    out = ROOT / "bench" / "results" / f"cpu-{args.only or 'all'}.json"
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
