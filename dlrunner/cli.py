@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -42,6 +43,7 @@ def main() -> None:
     if os.getcwd() not in sys.path:  # a user's own `_target_` module in the current folder
         sys.path.insert(0, os.getcwd())
     register_resolvers()
+    warnings.formatwarning = lambda msg, category, *args, **kw: f"warning: {msg}\n"  # one line, no source
     sys.argv = [_unique(a) for a in sys.argv]
     app()
 

@@ -34,7 +34,7 @@ class Precision:
 
     @property
     def name(self) -> str:
-        return f"{self.dtype}-mixed" if self.dtype else "32"
+        return f"{self.dtype}-mixed" if self.dtype else "fp32"
 
     def autocast(self):
         if self.dtype is None:
