@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,18 @@ def save(payload: dict[str, Any], path: str | Path) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def link(src: Path, dst: Path) -> None:
+    """Make dst the same checkpoint as src without rewriting it: a hard link (saves replace files,
+    never write into them, so dst keeps this version), or a copy where links are not supported."""
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def resolve(path: str | Path) -> Path:
@@ -69,3 +83,50 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def _tuples(x):
     return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of a (nested) state that later training steps cannot change: tensors copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj
+
+
+class Checkpointer:
+    """last.pt / best.pt for one run. Epoch-end states are kept in memory and written at most every
+    `interval` seconds, at the end, on interrupt and on a crash, so short epochs do not pay for a
+    disk write each (interval 0: write every epoch)."""
+
+    def __init__(self, folder: Path, interval: float):
+        self.folder, self.interval = Path(folder), float(interval)
+        self.last_write = time.monotonic()
+        self.pending: dict | None = None  # newest epoch-end state not yet on disk
+        self.best: dict | None = None  # best state not yet on disk
+
+    def epoch_end(self, state: dict, improved: bool) -> None:
+        due = time.monotonic() - self.last_write >= self.interval
+        state = state if due else snapshot(state)  # written now: no copy needed
+        self.pending = state
+        if improved:
+            self.best = state
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            save(self.pending, self.folder / "last.pt")
+            if self.best is self.pending:
+                link(self.folder / "last.pt", self.folder / "best.pt")
+            elif self.best is not None:
+                save(self.best, self.folder / "best.pt")
+        self.pending = self.best = None
+        self.last_write = time.monotonic()
+
+    def save_now(self, state: dict) -> None:
+        """Flush what is pending (best.pt), then write this state (e.g. mid-epoch) as last.pt."""
+        self.flush()
+        save(state, self.folder / "last.pt")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from dlrunner.console import Reporter
 from dlrunner.errors import DlrunError
 from dlrunner.loop import Meter, Throughput, TrainState, evaluate, train_epoch
 
-IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir")
+IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test")
 
 
 class Interrupted(Exception):
@@ -67,13 +66,13 @@ def minimize(metric: str) -> bool:
     return "loss" in metric
 
 
-def payload(job: Job, state: TrainState, meter: Meter, cfg: DictConfig) -> dict[str, Any]:
+def payload(job: Job, state: TrainState, meter: Meter, config_yaml: str) -> dict[str, Any]:
     return {"model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
             "schedule": job.schedule.state_dict(), "precision": job.precision.state_dict(),
             "tricks": job.tricks.state_dict(), "rng": checkpoint.rng_state(), "meter": meter.state_dict(),
             "state": {"epoch": state.epoch, "batch": state.batch, "step": state.step, "history": state.history,
                       "best": state.best, "best_epoch": state.best_epoch},
-            "config": OmegaConf.to_yaml(cfg, resolve=True), "data": job.data.meta()}
+            "config": config_yaml, "data": job.data.meta()}
 
 
 def restore(job: Job, ckpt: dict, state: TrainState) -> Meter:
@@ -142,23 +141,28 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     n_params = sum(p.numel() for p in job.model.parameters())
     out.info(f"dlrun: {job.data.name} {job.data.sizes()} -> {type(job.model).__name__} ({n_params:,} params) "
              f"on {device}, {job.precision.name}; run folder {run_dir}")
-    status = "completed"
+    saver = checkpoint.Checkpointer(ckdir, float(cfg.checkpoint_interval))
     with StopSignal() as stop:
         try:
-            run_epochs(cfg, job, state, meter, stop, ckdir, run_dir, out)
+            run_epochs(cfg, job, state, meter, stop, saver, run_dir, out)
         except Interrupted as e:
-            status = "interrupted"
             out.info(f"{e}: checkpoint saved at epoch {state.epoch + 1}, batch {state.batch} -> "
                      f"{ckdir / 'last.pt'}; continue with `dlrun <same overrides> resume=auto`")
-            finish(cfg, job, state, run_dir, t_start, status, resume_path, n_params, out)
+            finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out)
             raise
-    return finish(cfg, job, state, run_dir, t_start, status, resume_path, n_params, out)
+        except Exception:  # keep the last finished epoch on disk, record the failure, show the error
+            saver.flush()
+            finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out)
+            raise
+    saver.flush()
+    return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out)
 
 
-def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop: StopSignal, ckdir: Path,
-               run_dir: Path, out: Reporter) -> None:
+def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop: StopSignal,
+               saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter) -> None:
     metric, lower = cfg.optimized_metric, minimize(cfg.optimized_metric)
     progress = Throughput(int(cfg.log_every), out.step, job.optimizer)
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # once: it is the same in every checkpoint
     while state.epoch < int(cfg.epochs):
         t0 = time.perf_counter()
         job.tricks.on_epoch_start(state.epoch)
@@ -166,7 +170,7 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
             done = train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision,
                                job.tricks, state, meter, stop, progress)
         if not done:
-            checkpoint.save(payload(job, state, meter, cfg), ckdir / "last.pt")
+            saver.save_now(payload(job, state, meter, config_yaml))
             raise Interrupted(stop.signum)
         row = {"epoch": state.epoch + 1, **meter.result("train"),
                **evaluate(job.model, job.val, job.loss_fn, job.precision, "val", job.tricks.predict),
@@ -176,10 +180,7 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
         if improved:
             state.best, state.best_epoch = row[metric], row["epoch"]
         state.epoch, state.batch, meter = state.epoch + 1, 0, Meter(job.device)
-        checkpoint.save(payload(job, state, meter, cfg), ckdir / "last.pt")
-        if improved:
-            shutil.copyfile(ckdir / "last.pt", ckdir / ".best.pt.tmp")
-            (ckdir / ".best.pt.tmp").replace(ckdir / "best.pt")
+        saver.epoch_end(payload(job, state, meter, config_yaml), improved)
         write_metrics(state.history, run_dir / "metrics.csv")
         out.epoch_end(row, int(cfg.epochs), improved)
         if stop():

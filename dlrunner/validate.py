@@ -27,6 +27,8 @@ def validate(cfg: DictConfig) -> None:
         raise DlrunError(f"optimized_metric must be one of {', '.join(METRICS)}; got {cfg.optimized_metric!r}")
     if int(cfg.log_every) < 1:
         raise DlrunError(f"log_every must be >= 1, got {cfg.log_every}")
+    if float(cfg.checkpoint_interval) < 0:
+        raise DlrunError(f"checkpoint_interval must be >= 0 seconds, got {cfg.checkpoint_interval}")
     lr = _num(cfg, "optim.lr")
     if lr is not None and not float(lr) > 0:
         raise DlrunError(f"optim.lr must be > 0, got {lr}")
