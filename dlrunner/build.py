@@ -128,10 +128,18 @@ class Job:
     train: Any  # batches
     val: Any
     test: Any
+    epochs: int
+    make_optimizer: Callable[[Any], torch.optim.Optimizer]  # the configured optimizer, for new params
+    make_schedule: Callable[[torch.optim.Optimizer], Any]  # the configured schedule over the whole run
 
     @property
     def steps_per_epoch(self) -> int:
         return len(self.train)
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The module whose weights are saved (under torch.compile, the original one)."""
+        return getattr(self.model, "_orig_mod", self.model)
 
 
 def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None],
@@ -143,15 +151,20 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
     seed_everything(int(cfg.seed), bool(cfg.deterministic))  # same weights whatever the data source did
     model = tricks.setup(build_model(cfg.model, data, note).to(device))
     loss_fn = call(cfg.loss, "loss", note=note)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = call(cfg.optim, "optim", note=note)(params)
+    make_optimizer = call(cfg.optim, "optim", note=note)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
     aug = make_augment(data.modality, data.flip, data.in_shape) if data.augment else None
     mk = functools.partial(make_batches, seed=int(cfg.seed), device=device, num_workers=data.num_workers)
     train = mk(data.train, data.batch_size, shuffle=True, augment=aug)
     val, test = (mk(s, max(data.batch_size, 256), shuffle=False) for s in (data.val, data.test))
     total = int(cfg.epochs) * len(train)
-    schedule = tricks.first("schedule", optimizer, total, len(train))
-    if schedule is None:
-        schedule = call(cfg.schedule, "schedule", note=note)(optimizer, total_steps=total, steps_per_epoch=len(train))
+    configured = call(cfg.schedule, "schedule", note=note)
+
+    def make_schedule(opt: torch.optim.Optimizer):
+        owned = tricks.first("schedule", opt, total, len(train))
+        return owned if owned is not None else configured(opt, total_steps=total, steps_per_epoch=len(train))
     precision = tricks.first("precision", device) or Precision(PRECISIONS[str(cfg.precision)], device)
-    return Job(data, model, loss_fn, optimizer, schedule, precision, tricks, device, train, val, test)
+    job = Job(data, model, loss_fn, optimizer, make_schedule(optimizer), precision, tricks, device, train, val, test,
+              int(cfg.epochs), make_optimizer, make_schedule)
+    tricks.bind(job)
+    return job

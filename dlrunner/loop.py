@@ -27,7 +27,8 @@ class Meter:
 
     def update(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
         self.loss_sum.add_(loss.detach(), alpha=len(y))  # in place: few tiny ops on the hot path
-        self.correct.add_((out.detach().argmax(1) == y).sum())
+        hard = y if y.dim() == 1 else y.argmax(1)  # soft targets (mixup, smoothing): the dominant class
+        self.correct.add_((out.detach().argmax(1) == hard).sum())
         self.n += len(y)
 
     def result(self, prefix: str) -> dict[str, float]:

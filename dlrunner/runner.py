@@ -67,7 +67,7 @@ def minimize(metric: str) -> bool:
 
 
 def payload(job: Job, state: TrainState, meter: Meter, config_yaml: str) -> dict[str, Any]:
-    return {"model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
+    return {"model": job.base_model.state_dict(), "optimizer": job.optimizer.state_dict(),
             "schedule": job.schedule.state_dict(), "precision": job.precision.state_dict(),
             "tricks": job.tricks.state_dict(), "rng": checkpoint.rng_state(), "meter": meter.state_dict(),
             "state": {"epoch": state.epoch, "batch": state.batch, "step": state.step, "history": state.history,
@@ -76,11 +76,11 @@ def payload(job: Job, state: TrainState, meter: Meter, config_yaml: str) -> dict
 
 
 def restore(job: Job, ckpt: dict, state: TrainState) -> Meter:
-    job.model.load_state_dict(ckpt["model"])
+    job.base_model.load_state_dict(ckpt["model"])
+    job.tricks.load_state_dict(ckpt["tricks"])  # first: a trick may have swapped the optimizer or schedule
     job.optimizer.load_state_dict(ckpt["optimizer"])
     job.schedule.load_state_dict(ckpt["schedule"])
     job.precision.load_state_dict(ckpt["precision"])
-    job.tricks.load_state_dict(ckpt["tricks"])
     for k, v in ckpt["state"].items():
         setattr(state, k, v)
     checkpoint.set_rng_state(ckpt["rng"])
@@ -138,6 +138,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
         with torch.random.fork_rng(devices=[]):  # the picture must not shift the training RNG stream
             _, (x, y) = next(job.train.iterate(0))
             plots.samples(x, y, job.data.class_names, job.data.modality, run_dir / "samples.png")
+        job.tricks.before_fit(run_dir)
     n_params = sum(p.numel() for p in job.model.parameters())
     out.info(f"dlrun: {job.data.name} {job.data.sizes()} -> {type(job.model).__name__} ({n_params:,} params) "
              f"on {device}, {job.precision.name}; run folder {run_dir}")
@@ -154,6 +155,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
             saver.flush()
             finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out)
             raise
+    job.tricks.on_train_end()
     saver.flush()
     return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out)
 
@@ -172,9 +174,9 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
         if not done:
             saver.save_now(payload(job, state, meter, config_yaml))
             raise Interrupted(stop.signum)
-        row = {"epoch": state.epoch + 1, **meter.result("train"),
-               **evaluate(job.model, job.val, job.loss_fn, job.precision, "val", job.tricks.predict),
-               "lr": job.optimizer.param_groups[0]["lr"], "time": time.perf_counter() - t0}
+        row = {"epoch": state.epoch + 1, **meter.result("train"), **validate_split(job, "val"),
+               "lr": job.optimizer.param_groups[0]["lr"], **job.tricks.on_epoch_end(state.epoch),
+               "time": time.perf_counter() - t0}
         state.history.append(row)
         improved = state.best is None or (row[metric] < state.best if lower else row[metric] > state.best)
         if improved:
@@ -187,15 +189,27 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
             raise Interrupted(stop.signum)
 
 
+def validate_split(job: Job, split: str) -> dict[str, float]:
+    """Metrics with the tricks' predictions (TTA, averaged weights, ensembles); when a trick changes
+    predictions, the plain model's too, as `<split>/plain_loss` and `<split>/plain_acc`."""
+    batches = job.val if split == "val" else job.test
+    res = evaluate(job.model, batches, job.loss_fn, job.precision, split, job.tricks.predict)
+    if job.tricks.changes_predictions:
+        plain = evaluate(job.model, batches, job.loss_fn, job.precision, split)
+        res |= {f"{split}/plain_{k.split('/')[1]}": v for k, v in plain.items()}
+    return res
+
+
 def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start: float, status: str,
            resumed_from: Path | None, n_params: int, out: Reporter) -> float:
     """Curves, optional test evaluation, summary.json, the final table; returns the optimized metric."""
     best_row = next((r for r in state.history if r["epoch"] == state.best_epoch), {})
     final = dict(state.history[-1]) if state.history else {}
     if status == "completed" and cfg.eval_test and (run_dir / "checkpoints" / "best.pt").exists():
-        job.model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / "best.pt")["model"])
-        best_row = {**best_row, **evaluate(job.model, job.test, job.loss_fn, job.precision, "test",
-                                           job.tricks.predict)}
+        best = checkpoint.load(run_dir / "checkpoints" / "best.pt")
+        job.base_model.load_state_dict(best["model"])
+        job.tricks.load_state_dict(best["tricks"])  # e.g. averaged weights or snapshots of that epoch
+        best_row = {**best_row, **validate_split(job, "test")}
     if state.history:
         plots.curves(state.history, run_dir / "curves.png")
     summary = {"status": status, "optimized_metric": cfg.optimized_metric, "value": state.best,
@@ -218,9 +232,10 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
     saved = OmegaConf.create(ckpt["config"])
     saved.device = cfg.device
     job = build_job(saved, pick_device(str(cfg.device)), out.warn, choices={})
-    job.model.load_state_dict(ckpt["model"])
+    job.base_model.load_state_dict(ckpt["model"])
+    job.tricks.load_state_dict(ckpt["tricks"])
     split = job.val if cfg.split == "val" else job.test
-    res = evaluate(job.model, split, job.loss_fn, job.precision, cfg.split, job.tricks.predict)
+    res = validate_split(job, cfg.split)
     res_all = {"checkpoint": str(checkpoint.resolve(cfg.ckpt)), "split": cfg.split, "samples": split.num_samples, **res}
     write_json(res_all, run_dir / "eval.json")
     for k, v in res.items():

@@ -3,6 +3,8 @@
     model = trick.setup(model)                          # once: surgery (freezing, masks, layout)
     schedule = trick.schedule(opt, total, per_epoch)    # a trick that owns the LR schedule
     precision = trick.precision(device)                 # a trick that owns the numeric format
+    trick.bind(job)                                     # once: the built parts (model, optimizer, data...)
+    trick.before_fit(run_dir)                           # fresh runs only (not on resume): e.g. LR range test
     for epoch in range(epochs):
         trick.on_epoch_start(epoch)
         for step, (x, y) in batches:
@@ -14,13 +16,19 @@
             trick.after_backward(model, step)           # e.g. clip: gradients are unscaled here
             precision.step(opt); schedule.step()
             trick.after_step(model, step)
-        evaluate(..., predict=trick.predict)            # e.g. TTA, ensembles
+        evaluate(..., predict=trick.predict)            # e.g. TTA, ensembles (also reported plain)
+        row |= trick.on_epoch_end(epoch)                # extra metrics for metrics.csv (phase, sparsity)
+    trick.on_train_end()                                # e.g. SWA's BatchNorm update, making pruning permanent
     trick.state_dict() / trick.load_state_dict(state)   # a resumed run continues the trick
+
+A trick may replace `job.optimizer` / `job.schedule` (kept by `bind`) in its hooks; the loop
+reads them afresh every epoch, and they are what the checkpoint saves.
 
 Hooks run in the order the tricks were listed on the command line.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +52,12 @@ class Trick:
     def precision(self, device: torch.device):
         return None
 
+    def bind(self, job: Any) -> None:
+        pass
+
+    def before_fit(self, run_dir: Path) -> None:
+        pass
+
     def on_epoch_start(self, epoch: int) -> None:
         pass
 
@@ -61,6 +75,12 @@ class Trick:
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         return None  # None: not this trick's business, use the plain forward
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def on_train_end(self) -> None:
+        pass
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -97,9 +117,32 @@ class Tricks:
             model = t.setup(model)
         return model
 
+    def bind(self, job: Any) -> None:
+        for t in self.items:
+            t.bind(job)
+
+    def before_fit(self, run_dir: Path) -> None:
+        for t in self.items:
+            t.before_fit(run_dir)
+
     def on_epoch_start(self, epoch: int) -> None:
         for t in self.items:
             t.on_epoch_start(epoch)
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for t in self.items:
+            out.update(t.on_epoch_end(epoch))
+        return out
+
+    def on_train_end(self) -> None:
+        for t in self.items:
+            t.on_train_end()
+
+    @property
+    def changes_predictions(self) -> bool:
+        """True when some trick overrides predict (then plain predictions are reported too)."""
+        return any(type(t).predict is not Trick.predict for t in self.items)
 
     def on_batch(self, batch: tuple, step: int) -> tuple:
         for t in self.items:
