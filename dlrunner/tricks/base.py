@@ -16,7 +16,8 @@
             trick.after_backward(model, step)           # e.g. clip: gradients are unscaled here
             precision.step(opt); schedule.step()
             trick.after_step(model, step)
-        evaluate(..., predict=trick.predict)            # e.g. TTA, ensembles (also reported plain)
+        evaluate(..., predict=trick.predict)            # TTA, ensembles; eval_model(): EMA/SWA weights
+                                                        # (the plain model is reported too)
         row |= trick.on_epoch_end(epoch)                # extra metrics for metrics.csv (phase, sparsity)
     trick.on_train_end()                                # e.g. SWA's BatchNorm update, making pruning permanent
     trick.state_dict() / trick.load_state_dict(state)   # a resumed run continues the trick
@@ -73,6 +74,9 @@ class Trick:
     def after_step(self, model: nn.Module, step: int) -> None:
         pass
 
+    def eval_model(self, model: nn.Module) -> nn.Module | None:
+        return None  # a different set of weights to evaluate (EMA, SWA); None: the live model
+
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         return None  # None: not this trick's business, use the plain forward
 
@@ -100,6 +104,9 @@ class Tricks:
                     raise DlrunError(f"trick={t.name} conflicts with {owners[res]}: both set the {res}; keep one")
                 owners[res] = f"trick={t.name}"
         self.items = list(tricks)
+        predictors = [t.name for t in self.items if type(t).predict is not Trick.predict]
+        if len(predictors) > 1:
+            raise DlrunError(f"trick={predictors[0]} and trick={predictors[1]} both replace the predictions; keep one")
 
     def __iter__(self):
         return iter(self.items)
@@ -142,7 +149,8 @@ class Tricks:
     @property
     def changes_predictions(self) -> bool:
         """True when some trick overrides predict (then plain predictions are reported too)."""
-        return any(type(t).predict is not Trick.predict for t in self.items)
+        return any(type(t).predict is not Trick.predict or type(t).eval_model is not Trick.eval_model
+                   for t in self.items)
 
     def on_batch(self, batch: tuple, step: int) -> tuple:
         for t in self.items:
@@ -163,6 +171,10 @@ class Tricks:
             t.after_step(model, step)
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation forward: the averaged weights if a trick keeps them, through the trick that
+        replaces predictions (TTA, ensembles) if any, else a plain forward."""
+        averaged = self.first("eval_model", model)
+        model = model if averaged is None else averaged
         out = self.first("predict", model, x)
         return model(x) if out is None else out
 

@@ -1,0 +1,59 @@
+"""Switching optimizers mid-run (the guides: "make switch between them"; Keskar & Socher 2017,
+"Improving Generalization Performance by Switching from Adam to SGD"): train with the configured
+optimizer, then from `at_epoch` on with a fresh `to` optimizer at its own constant LR.
+Suggested: Adam/AdamW early, SGD with momentum late, at ~half of training; SGD needs a larger
+LR than Adam (e.g. 1e-2 to 1e-1 vs 3e-4). Owns the schedule (constant LR after the switch)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from dlrunner import optim
+from dlrunner.errors import DlrunError
+from dlrunner.tricks.base import Trick
+
+BUILDERS = {"sgd": optim.sgd, "adam": optim.adam, "adamw": optim.adamw}
+
+
+class SwitchOptim(Trick):
+    name = "switch_optim"
+    owns = frozenset({"schedule"})
+
+    def __init__(self, to: str = "sgd", at_epoch: int | None = None, lr: float = 0.01, momentum: float = 0.9,
+                 nesterov: bool = False, weight_decay: float = 0.0):
+        if to not in BUILDERS:
+            raise DlrunError(f"trick.switch_optim.to must be one of {', '.join(BUILDERS)}; got {to!r}")
+        if not lr > 0:
+            raise DlrunError(f"trick.switch_optim.lr must be > 0, got {lr}")
+        self.to, self.at_epoch, self.lr = to, at_epoch, float(lr)
+        self.kw = {"momentum": momentum, "nesterov": nesterov} if to == "sgd" else {}
+        self.kw["weight_decay"] = weight_decay
+        self.job, self.switched = None, False
+
+    def bind(self, job: Any) -> None:
+        self.job = job
+        self.at_epoch = job.epochs // 2 if self.at_epoch is None else int(self.at_epoch)
+        if not 0 < self.at_epoch < job.epochs:
+            raise DlrunError(f"trick.switch_optim.at_epoch must be in 1..{job.epochs - 1}, got {self.at_epoch}")
+
+    def _switch(self) -> None:
+        params = [p for g in self.job.optimizer.param_groups for p in g["params"]]
+        self.job.optimizer = BUILDERS[self.to](params, lr=self.lr, **self.kw)
+        self.job.schedule = LambdaLR(self.job.optimizer, lambda step: 1.0)
+        self.switched = True
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if epoch == self.at_epoch and not self.switched:
+            self._switch()
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        return {"switch_optim/switched": float(self.switched)}
+
+    def state_dict(self) -> dict:
+        return {"switched": self.switched}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("switched") and not self.switched:
+            self._switch()  # before the runner loads the saved optimizer state into it
