@@ -92,10 +92,32 @@ def build_data(node: DictConfig, note: Callable[[str], None]) -> DataBundle:
 
 
 def build_model(node: DictConfig, data: DataBundle, note: Callable[[str], None]) -> nn.Module:
+    node = OmegaConf.to_container(node, resolve=True)
+    init_from = node.pop("init_from", None)
     model = call(node, "model", note=note, in_shape=tuple(data.in_shape), num_classes=data.num_classes)
     if not isinstance(model, nn.Module):
         raise DlrunError(f"model._target_ must build a torch.nn.Module; got {type(model).__name__}")
+    if init_from:
+        load_matching(model, init_from, note)
     return model
+
+
+def load_matching(model: nn.Module, path: str, note: Callable[[str], None]) -> None:
+    """Start from another run's weights (e.g. trained on other classes): every tensor whose name
+    and shape match is loaded; the rest (typically the head) keeps its fresh init."""
+    from dlrunner import checkpoint
+
+    saved = checkpoint.load(path)["model"]
+    own = model.state_dict()
+    match = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    if not match:
+        raise DlrunError(f"model.init_from={path}: no tensor matches this model's names and shapes")
+    model.load_state_dict(match, strict=False)
+    fresh = [k for k in own if k not in match]
+    note_fn = print if note is None else note
+    note_fn(f"model.init_from: loaded {len(match)}/{len(own)} tensors from {path}"
+            + (f"; fresh: {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''}" if fresh else ""))
+    model.dlrun_pretrained = f"weights from {path}"  # read by gradual_unfreezing
 
 
 def build_tricks(node: DictConfig, schedule_name: str, precision: str, note: Callable[[str], None]) -> Tricks:

@@ -175,7 +175,7 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
             saver.save_now(payload(job, state, meter, config_yaml))
             raise Interrupted(stop.signum)
         row = {"epoch": state.epoch + 1, **meter.result("train"), **validate_split(job, "val"),
-               "lr": job.optimizer.param_groups[0]["lr"], **job.tricks.on_epoch_end(state.epoch),
+               "lr": max(g["lr"] for g in job.optimizer.param_groups), **job.tricks.on_epoch_end(state.epoch),
                "time": time.perf_counter() - t0}
         state.history.append(row)
         improved = state.best is None or (row[metric] < state.best if lower else row[metric] > state.best)

@@ -22,9 +22,11 @@ def onecycle(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch
     momentum (or Adam's beta1) moves the opposite way."""
     if not 0.0 < pct_start < 1.0:
         raise DlrunError(f"onecycle pct_start must be in (0, 1), got {pct_start}")
-    peak = max_lr if max_lr is not None else optimizer.param_groups[0]["lr"]
-    if not peak > 0:
-        raise DlrunError(f"onecycle max_lr must be > 0, got {peak}")
+    # per parameter group, so discriminative LRs keep their ratios: peak_i = max_lr * lr_i / max(lr)
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    peak = [lr * (max_lr / max(lrs)) for lr in lrs] if max_lr is not None else lrs
+    if not min(peak) > 0:
+        raise DlrunError(f"onecycle max_lr must be > 0, got {max_lr}")
     has_momentum = "momentum" in optimizer.defaults or "betas" in optimizer.defaults
     if cycle_momentum and "momentum" in optimizer.defaults and optimizer.defaults["momentum"] == 0:
         cycle_momentum = False  # torch refuses to cycle a momentum that is off

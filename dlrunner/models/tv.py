@@ -50,6 +50,7 @@ def build_torchvision_resnet(
     state = _pretrained_state(arch, weights, pretrained) if pretrained else None
     if state is not None:
         model.load_state_dict(state)
+        model.dlrun_pretrained = f"torchvision {arch} ImageNet weights"  # read by gradual_unfreezing
     small = min(height, wide) < 64 if small_input == "auto" else bool(small_input)
     new_layers = _adapt(model, channels, num_classes, small=small, dropout=dropout)
     # Pretrained layers keep their weights; only those built from scratch get ``init``.
