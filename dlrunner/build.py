@@ -153,6 +153,7 @@ class Job:
     epochs: int
     make_optimizer: Callable[[Any], torch.optim.Optimizer]  # the configured optimizer, for new params
     make_schedule: Callable[[torch.optim.Optimizer], Any]  # the configured schedule over the whole run
+    full_model: nn.Module | None = None  # set when `model` trains only part of it (precompute)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -161,6 +162,8 @@ class Job:
     @property
     def base_model(self) -> nn.Module:
         """The module whose weights are saved (under torch.compile, the original one)."""
+        if self.full_model is not None:
+            return self.full_model
         return getattr(self.model, "_orig_mod", self.model)
 
 

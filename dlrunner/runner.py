@@ -137,10 +137,14 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     else:
         with torch.random.fork_rng(devices=[]):  # the picture must not shift the training RNG stream
             _, (x, y) = next(job.train.iterate(0))
+            if job.full_model is not None:  # the net trains on cached activations: show its inputs
+                x, y = job.data.train.x[:32], job.data.train.y[:32]
             plots.samples(x, y, job.data.class_names, job.data.modality, run_dir / "samples.png")
         job.tricks.before_fit(run_dir)
-    n_params = sum(p.numel() for p in job.model.parameters())
-    out.info(f"dlrun: {job.data.name} {job.data.sizes()} -> {type(job.model).__name__} ({n_params:,} params) "
+    n_params = sum(p.numel() for p in job.base_model.parameters())
+    n_train = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
+    trainable = f", {n_train:,} trainable" if n_train != n_params else ""
+    out.info(f"dlrun: {job.data.name} {job.data.sizes()} -> {type(job.base_model).__name__} ({n_params:,} params{trainable}) "
              f"on {device}, {job.precision.name}; run folder {run_dir}")
     saver = checkpoint.Checkpointer(ckdir, float(cfg.checkpoint_interval))
     with StopSignal() as stop:
@@ -216,7 +220,7 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
                "best_epoch": state.best_epoch, "epochs_run": len(state.history), "final": final, "best": best_row,
                "run_dir": str(run_dir), "data": {"name": job.data.name, **job.data.sizes(),
                                                  "classes": job.data.class_names, "in_shape": job.data.in_shape},
-               "model": {"class": type(job.model).__name__, "params": n_params},
+               "model": {"class": type(job.base_model).__name__, "params": n_params},
                "device": str(job.device), "precision": job.precision.name, "wall_time": time.time() - t_start,
                "resumed_from": str(resumed_from) if resumed_from else None, "command": rundir.command_line(),
                "git_sha": rundir.git_sha(), "versions": rundir.versions(), "seed": int(cfg.seed)}
