@@ -116,6 +116,26 @@ def overhead(tmp: Path, overrides: list[str], rounds: int) -> dict:
     return res
 
 
+def precompute(tmp: Path) -> dict:
+    """Transfer from digits 0-4 to 5-9: train resnet's head on frozen layers, cached vs run every step."""
+    out = {}
+    src = tmp / "pc_src"
+    src.mkdir()
+    dlrun(["model=resnet", "model.width=32", "epochs=3", "data.classes=[0,1,2,3,4]"], src)
+    for cache in ("false", "true"):
+        d = tmp / f"pc_{cache}"
+        d.mkdir()
+        args = ["model=resnet", "model.width=32", "epochs=4", "data.classes=[5,6,7,8,9]", "optim.lr=1e-2",
+                f"model.init_from={src / 'outputs' / 'run'}", "trick=precompute", f"trick.precompute.cache={cache}"]
+        s, wall = dlrun(args, d)
+        times = [float(r["time"]) for r in csv.DictReader((d / "outputs/run/metrics.csv").open())]
+        out[f"cache_{cache}"] = {"command": " ".join(["dlrun", *args]), "median_epoch_s": statistics.median(times),
+                                 "best_val_acc": s["best"]["val/acc"]}
+    out["speedup"] = round(out["cache_false"]["median_epoch_s"] / out["cache_true"]["median_epoch_s"], 1)
+    print("precompute", out, flush=True)
+    return out
+
+
 def determinism(tmp: Path) -> dict:
     rows = []
     for i in range(2):
@@ -129,7 +149,7 @@ def determinism(tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
-    ap.add_argument("--only", choices=["quality", "overhead", "determinism"], default=None)
+    ap.add_argument("--only", choices=["quality", "overhead", "precompute", "determinism"], default=None)
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
     with tempfile.TemporaryDirectory() as t:
@@ -140,6 +160,8 @@ def main() -> None:
             res["overhead"] = {"digits_lenet": overhead(tmp, [], args.rounds),
                                "mnist1d_conv1d": overhead(tmp, ["data=mnist1d", "model=conv1d",
                                                                f"data.root={tmp / 'data'}"], args.rounds)}
+        if args.only in (None, "precompute"):
+            res["precompute"] = precompute(tmp)
         if args.only in (None, "determinism"):
             res["determinism"] = determinism(tmp)
     out = ROOT / "bench" / "results" / f"cpu-{args.only or 'all'}.json"

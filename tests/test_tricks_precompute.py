@@ -57,3 +57,13 @@ def test_models_that_are_not_a_chain_are_refused(make_cfg, tmp_path):
     with pytest.raises(DlrunError, match="not its layers in sequence|frozen must be in"):
         build_job(make_cfg("debug=smoke", "data=mnist1d", "model=lstm", "trick=precompute",
                            f"trick.precompute.dir={tmp_path}"), CPU, print)
+
+
+def test_cached_and_uncached_runs_learn_the_same(make_cfg, tmp_path):
+    out = {}
+    for cache in ("true", "false"):
+        cfg = pc_cfg(make_cfg, tmp_path, "epochs=2", f"trick.precompute.cache={cache}")
+        runner.train(cfg, tmp_path / cache, {}, Reporter(live=False))
+        out[cache] = [r.split(",")[1:5] for r in (tmp_path / cache / "metrics.csv").read_text().splitlines()[1:]]
+    for a, b in zip(out["true"], out["false"]):
+        assert [float(v) for v in a] == pytest.approx([float(v) for v in b], rel=1e-4)

@@ -36,6 +36,19 @@ class Chain(nn.Module):
         return x
 
 
+class Frozen(nn.Module):
+    """The frozen layers run on every step (cache=false): eval mode, no autograd graph."""
+
+    def __init__(self, part: nn.Module):
+        super().__init__()
+        self.part = part
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.part.eval()
+        with torch.no_grad():
+            return self.part(x)
+
+
 def cache_key(frozen: nn.Module, splits: dict[str, Split]) -> str:
     h = hashlib.sha256()
     for k, v in frozen.state_dict().items():
@@ -56,11 +69,12 @@ def activations(frozen: nn.Module, x: torch.Tensor, device: torch.device, batch:
 class Precompute(Trick):
     name = "precompute"
 
-    def __init__(self, frozen: int | None = None, storage: str = "auto", dir: str = "data/precompute",
-                 max_memory_mb: float = 2048):
+    def __init__(self, frozen: int | None = None, cache: bool = True, storage: str = "auto",
+                 dir: str = "data/precompute", max_memory_mb: float = 2048):
         if storage not in ("auto", "memory", "disk"):
             raise DlrunError(f"trick.precompute.storage must be auto, memory or disk; got {storage!r}")
-        self.frozen_n, self.storage, self.dir, self.max_mb = frozen, storage, Path(dir), float(max_memory_mb)
+        self.frozen_n, self.cache, self.storage = frozen, bool(cache), storage
+        self.dir, self.max_mb = Path(dir), float(max_memory_mb)
         self.key = ""
 
     def bind(self, job: Any) -> None:
@@ -82,6 +96,9 @@ class Precompute(Trick):
             raise DlrunError(f"trick=precompute: {type(full).__name__}'s forward is not its layers in sequence")
         for p in head.parameters():
             p.requires_grad_(False)
+        if not self.cache:  # the same frozen layers, computed on every step: the baseline for speed
+            job.full_model, job.model = full, Chain([Frozen(head), *tail.parts])
+            return
         if job.data.augment:
             warnings.warn("trick=precompute: augmentation is off while training on cached activations")
         splits = {"train": job.data.train, "val": job.data.val, "test": job.data.test}
