@@ -30,6 +30,8 @@ def app(cfg: DictConfig) -> float | None:
         validate(cfg)
         if cfg.mode == "eval":
             return runner.evaluate_checkpoint(cfg, run_dir, choices, out)
+        if cfg.mode == "lr_find":
+            return runner.find_lr(cfg, run_dir, choices, out)
         return runner.train(cfg, run_dir, choices, out)
     except DlrunError as e:
         print(f"dlrun: error: {e}", file=sys.stderr)

@@ -246,3 +246,19 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
         out.info(f"{k} {v:.4f}")
     out.info(f"{cfg.split}: {split.num_samples} samples from {res_all['checkpoint']}")
     return res[f"{cfg.split}/acc"]
+
+
+def find_lr(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float:
+    """mode=lr_find: the LR range test alone; prints the suggestion, writes lr_finder.png."""
+    from dlrunner.tricks.lr_finder import lr_find
+
+    job = build_job(cfg, pick_device(str(cfg.device)), out.warn, choices)
+    node = cfg.trick.get("lr_finder")
+    opts = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    opts.pop("_target_", None)
+    rule = opts.pop("rule", "valley")
+    value = lr_find(job, run_dir, rule=rule, **opts)
+    write_json({"suggestion": value, "rule": rule, **opts}, run_dir / "lr_find.json")
+    out.info(f"suggested lr {value:.2e} ({rule}); plot: {run_dir / 'lr_finder.png'}")
+    out.info(f"use it: dlrun <same overrides> optim.lr={value:.2e}  (or trick=lr_finder to do this before training)")
+    return value

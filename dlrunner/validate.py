@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrunner.errors import DlrunError
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "lr_find")
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 

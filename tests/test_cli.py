@@ -162,3 +162,13 @@ def test_help_and_cfg(dlrun):
     assert h.returncode == 0 and "dlrun" in h.stdout and "model: " in h.stdout and "trick: " in h.stdout
     c = dlrun("--cfg", "job", "model=resnet", "trick=[onecycle,amp]")
     assert c.returncode == 0 and "build_resnet" in c.stdout and "onecycle:" in c.stdout and "amp:" in c.stdout
+
+
+def test_lr_find_mode(dlrun):
+    r = dlrun("mode=lr_find", "data.fraction=0.3")
+    assert r.returncode == 0, r.stderr
+    run = r.run_dirs()[0]
+    res = json.loads((run / "lr_find.json").read_text())
+    assert 1e-7 < res["suggestion"] < 10 and f"suggested lr {res['suggestion']:.2e}" in r.stdout
+    assert (run / "lr_finder.png").read_bytes()[:8] == PNG
+    assert not (run / "checkpoints").exists()  # nothing trained

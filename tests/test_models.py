@@ -33,6 +33,7 @@ NUM_CLASSES = 10
 
 def _instantiate(path: Path, shape: tuple[int, ...]) -> nn.Module:
     cfg = OmegaConf.load(path)
+    cfg.pop("init_from", None)  # a runner-level key (build.build_model), not a builder argument
     if "pretrained" in cfg:
         cfg.pretrained = False  # never reach for the network in tests
     return instantiate(cfg, in_shape=shape, num_classes=NUM_CLASSES)
