@@ -94,8 +94,8 @@ def evaluate(model: nn.Module, batches, loss_fn: Callable, precision: Precision,
 class Throughput:
     """Refreshes the progress display every `every` steps; the only place a step syncs."""
 
-    def __init__(self, every: int, report: Callable[[int, float | None, float, float], None], optimizer):
-        self.every, self.report, self.optimizer = max(1, every), report, optimizer
+    def __init__(self, every: int, report: Callable[[int, float | None, float, float], None], lr: Callable[[], float]):
+        self.every, self.report, self.lr = max(1, every), report, lr  # lr(): read afresh (optimizers get swapped)
         self.t0, self.last = time.perf_counter(), 0
 
     def __call__(self, done: int, loss: torch.Tensor) -> None:
@@ -104,4 +104,4 @@ class Throughput:
         now = time.perf_counter()
         its = (done - self.last) / max(now - self.t0, 1e-9)
         self.t0, self.last = now, done
-        self.report(done, float(loss.detach()), self.optimizer.param_groups[0]["lr"], its)
+        self.report(done, float(loss.detach()), self.lr(), its)

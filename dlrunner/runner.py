@@ -151,6 +151,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
         try:
             run_epochs(cfg, job, state, meter, stop, saver, run_dir, out)
         except Interrupted as e:
+            saver.flush()  # an interrupt between epochs: the finished epoch's state is still pending
             out.info(f"{e}: checkpoint saved at epoch {state.epoch + 1}, batch {state.batch} -> "
                      f"{ckdir / 'last.pt'}; continue with `dlrun <same overrides> resume=auto`")
             finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out)
@@ -167,7 +168,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
 def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop: StopSignal,
                saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter) -> None:
     metric, lower = cfg.optimized_metric, minimize(cfg.optimized_metric)
-    progress = Throughput(int(cfg.log_every), out.step, job.optimizer)
+    progress = Throughput(int(cfg.log_every), out.step, lambda: max(g["lr"] for g in job.optimizer.param_groups))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # once: it is the same in every checkpoint
     while state.epoch < int(cfg.epochs):
         t0 = time.perf_counter()
@@ -223,7 +224,8 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
                "model": {"class": type(job.base_model).__name__, "params": n_params},
                "device": str(job.device), "precision": job.precision.name, "wall_time": time.time() - t_start,
                "resumed_from": str(resumed_from) if resumed_from else None, "command": rundir.command_line(),
-               "git_sha": rundir.git_sha(), "versions": rundir.versions(), "seed": int(cfg.seed)}
+               "git_sha": rundir.git_sha(), "versions": rundir.versions(), "seed": int(cfg.seed),
+               "tricks": {t.name: t.report() if hasattr(t, "report") else {} for t in job.tricks}}
     write_json(summary, run_dir / "summary.json")
     if status == "completed":
         out.final(summary)

@@ -70,14 +70,15 @@ def test_same_seed_same_metrics(make_cfg, tmp_path):
     assert strip[0] == strip[1]
 
 
-def test_interrupted_run_resumes_to_the_same_metrics(make_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop_at, mid_epoch", [(30, True), (22, False)])  # 21 steps + 1 end-of-epoch check
+def test_interrupted_run_resumes_to_the_same_metrics(make_cfg, tmp_path, monkeypatch, stop_at, mid_epoch):
     over = ("debug=smoke", "epochs=3", "data.batch_size=16", "seed=5")
     runner.train(make_cfg(*over), tmp_path / "straight", {}, Reporter(live=False))
     calls = {"n": 0}
 
     def stop_mid_epoch_2(self):  # SIGTERM arrives in the middle of epoch 2
         calls["n"] += 1
-        if calls["n"] == 30:  # 20 steps + 1 end-of-epoch check in epoch 1, then 9 steps
+        if calls["n"] == stop_at:
             self.signum = signal.SIGTERM
         return self.signum is not None
     monkeypatch.setattr(runner.StopSignal, "__call__", stop_mid_epoch_2)
@@ -87,7 +88,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(make_cfg, tmp_path, monkeyp
     import json
     assert json.loads((tmp_path / "outputs" / "a" / "summary.json").read_text())["status"] == "interrupted"
     ck = torch.load(tmp_path / "outputs" / "a" / "checkpoints" / "last.pt", weights_only=True)
-    assert ck["state"]["batch"] > 0  # stopped mid-epoch
+    assert (ck["state"]["batch"] > 0) == mid_epoch and ck["state"]["epoch"] == 1
     runner.train(make_cfg(*over, "resume=auto"), tmp_path / "outputs" / "b", {}, Reporter(live=False))
     straight = [r.rsplit(",", 1)[0] for r in (tmp_path / "straight" / "metrics.csv").read_text().splitlines()]
     resumed = [r.rsplit(",", 1)[0] for r in (tmp_path / "outputs" / "b" / "metrics.csv").read_text().splitlines()]

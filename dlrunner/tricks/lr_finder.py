@@ -175,9 +175,12 @@ class LRFinder(Trick):
         self._apply(value)
 
     def _apply(self, value: float) -> None:
-        """The suggestion as every group's LR, the cycle's peak under onecycle; the schedule rebuilt on it."""
+        """The suggestion as the (largest) group LR, the cycle's peak under onecycle; the schedule rebuilt
+        on it. Discriminative LRs (gradual_unfreezing) keep their ratios to the largest one."""
+        top = max(g["lr"] for g in self.job.optimizer.param_groups)
         for group in self.job.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = value  # initial_lr: what a rebuilt scheduler starts from
+            # initial_lr: what a rebuilt scheduler starts from
+            group["lr"] = group["initial_lr"] = value * group["lr"] / top
         for t in self.job.tricks:
             if getattr(t, "name", None) == "onecycle":
                 t.max_lr = value

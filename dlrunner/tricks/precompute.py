@@ -113,7 +113,7 @@ class Precompute(Trick):
     def _cached(self, split: str, head: nn.Module, s: Split, device: torch.device) -> Split:
         path = self.dir / self.key / f"{split}.npy"
         if path.is_file():  # same weights, same inputs: the same activations
-            return Split(torch.from_numpy(np.load(path, mmap_mode="r")), s.y)
+            return Split(torch.from_numpy(np.load(path, mmap_mode="c")), s.y)
         acts = activations(head, s.x, device)
         disk = self.storage == "disk" or (self.storage == "auto" and acts.numel() * 4 / 2**20 > self.max_mb)
         if not disk:
@@ -122,4 +122,4 @@ class Precompute(Trick):
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, acts.numpy())
         tmp.replace(path)
-        return Split(torch.from_numpy(np.load(path, mmap_mode="r")), s.y)
+        return Split(torch.from_numpy(np.load(path, mmap_mode="c")), s.y)
