@@ -78,7 +78,8 @@ class DSD(Trick):
 
     def _sparsify(self) -> None:
         for _, m in self.layers:
-            prune.l1_unstructured(m, "weight", amount=self.sparsity)  # per layer, as in the paper
+            # per layer, as in the paper; contiguous scores: L1 pruning's .view(-1) fails on channels_last
+            prune.l1_unstructured(m, "weight", amount=self.sparsity, importance_scores=m.weight.detach().contiguous())
         self.masks = masks_of(self.layers)
         enforce(self.layers)
         self._reset_optimizer(1.0)

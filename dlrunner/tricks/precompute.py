@@ -77,7 +77,14 @@ class Precompute(Trick):
         self.dir, self.max_mb = Path(dir), float(max_memory_mb)
         self.key = ""
 
+    # these work on the full model, its weights or its raw inputs, which the cache takes away
+    INCOMPATIBLE = ("ema", "swa", "tta", "snapshot_ensemble", "progressive_resizing", "gradual_unfreezing")
+
     def bind(self, job: Any) -> None:
+        clash = [t.name for t in job.tricks if t.name in self.INCOMPATIBLE]
+        if clash:
+            raise DlrunError(f"trick=precompute trains on cached activations; trick={clash[0]} needs the full model "
+                             "and its raw inputs: keep one")
         children = list(job.base_model.children())
         n = len(children) - 1 if self.frozen_n is None else int(self.frozen_n)
         if not 0 < n < len(children):

@@ -146,12 +146,22 @@ class Prune(Trick):
             self.prune_now()
 
     def prune_now(self) -> None:
+        # importance scores made contiguous: torch's L1 pruning calls .view(-1), which fails on
+        # channels_last weights
         if self.scope == "global":  # one |w| threshold for all layers
+            nhwc = [m for _, m in self.layers if m.weight.dim() == 4 and not m.weight.is_contiguous()]
+            for m in nhwc:  # torch flattens the default masks with .view(-1): NCHW while pruning
+                m.weight.data = m.weight.data.contiguous()
             prune.global_unstructured([(m, "weight") for _, m in self.layers], prune.L1Unstructured,
-                                      amount=self.sparsity)
+                                      amount=self.sparsity,
+                                      importance_scores={(m, "weight"): m.weight.detach().contiguous()
+                                                         for _, m in self.layers})
+            for m in nhwc:  # the same Parameter (the optimizer holds it), back in channels_last
+                m.weight_orig.data = m.weight_orig.data.contiguous(memory_format=torch.channels_last)
         else:
             for _, m in self.layers:
-                prune.l1_unstructured(m, "weight", amount=self.sparsity)
+                prune.l1_unstructured(m, "weight", amount=self.sparsity,
+                                      importance_scores=m.weight.detach().contiguous())
         self.masks = masks_of(self.layers)
         enforce(self.layers)
 

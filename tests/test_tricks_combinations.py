@@ -1,0 +1,56 @@
+"""Any two tricks either train together or are refused before training with one clear line."""
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlrunner import runner
+from dlrunner.build import build_job
+from dlrunner.checkpoint import Checkpointer
+from dlrunner.cli import CONF_DIR
+from dlrunner.console import Reporter
+from dlrunner.errors import DlrunError
+from dlrunner.loop import Meter, TrainState
+
+TRICKS = sorted(p.stem for p in (Path(CONF_DIR) / "trick").glob("*.yaml"))
+CPU = torch.device("cpu")
+TINY = ("debug=smoke", "data.fraction=0.06", "epochs=3", "model=resnet", "model.width=4", "model.depth=1",
+        "trick.compile.enabled=true", "trick.compile.backend=eager", "trick.lr_finder.num_it=20")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """Trained weights for the tricks that need them (gradual_unfreezing)."""
+    from hydra import compose, initialize_config_dir
+
+    from dlrunner.rundir import register_resolvers
+    register_resolvers()
+    out = tmp_path_factory.mktemp("src")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY[:-3], "epochs=1"])
+    runner.train(cfg, out, {}, Reporter(live=False))
+    return out
+
+
+@pytest.mark.parametrize("pair", list(itertools.combinations(TRICKS, 2)), ids="+".join)
+def test_pair_trains_or_is_refused_in_one_line(make_cfg, tmp_path, source, pair):
+    over = [*TINY, f"trick=[{','.join(pair)}]", f"model.init_from={source}",
+            f"trick.precompute.dir={tmp_path / 'cache'}"]
+    over = [o for o in over if not o.startswith("trick.") or o.split("=")[0].split(".")[1] in pair]
+    try:
+        job = build_job(make_cfg(*over), CPU, lambda msg: None)
+        job.tricks.before_fit(tmp_path)
+        state, quiet = TrainState(), Reporter(live=False)
+        quiet.console.quiet = True
+        with runner.StopSignal() as stop:
+            runner.run_epochs(make_cfg(*over), job, state, Meter(CPU), stop, Checkpointer(tmp_path, 1e9), tmp_path,
+                              quiet)
+        job.tricks.on_train_end()
+    except DlrunError as e:
+        assert "\n" not in str(e) and any(t in str(e) for t in pair), str(e)
+        return
+    assert len(state.history) == 3 and all(math.isfinite(r["train/loss"]) for r in state.history)
