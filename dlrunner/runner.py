@@ -225,7 +225,7 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
                "device": str(job.device), "precision": job.precision.name, "wall_time": time.time() - t_start,
                "resumed_from": str(resumed_from) if resumed_from else None, "command": rundir.command_line(),
                "git_sha": rundir.git_sha(), "versions": rundir.versions(), "seed": int(cfg.seed),
-               "tricks": {t.name: t.report() if hasattr(t, "report") else {} for t in job.tricks}}
+               "tricks": job.tricks.report()}
     write_json(summary, run_dir / "summary.json")
     if status == "completed":
         out.final(summary)

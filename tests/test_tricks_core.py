@@ -223,3 +223,12 @@ def test_a_resumed_run_continues_each_trick_exactly(make_cfg, tmp_path, monkeypa
     drop = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
     assert json.loads((tmp_path / "outputs" / "b" / "resume.json").read_text())["epoch"] == 1
     assert drop(rows(tmp_path / "outputs" / "b")) == drop(rows(tmp_path / "straight"))
+
+
+def test_tta_calls_the_model_once_per_view_in_eval_mode(make_cfg):
+    job = build_job(make_cfg("debug=smoke", "trick=tta"), CPU, print)
+    calls = []
+    job.model.register_forward_hook(lambda m, args, out: calls.append(m.training))
+    job.model.eval()
+    job.tricks.predict(job.model, job.data.val.x[:8])
+    assert calls == [False] * (1 + 4)  # the plain view and 4 augmented ones, all in eval mode

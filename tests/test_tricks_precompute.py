@@ -67,3 +67,26 @@ def test_cached_and_uncached_runs_learn_the_same(make_cfg, tmp_path):
         out[cache] = [r.split(",")[1:5] for r in (tmp_path / cache / "metrics.csv").read_text().splitlines()[1:]]
     for a, b in zip(out["true"], out["false"]):
         assert [float(v) for v in a] == pytest.approx([float(v) for v in b], rel=1e-4)
+
+
+def test_frozen_part_runs_once_per_sample(make_cfg, tmp_path):
+    """Counted on the first frozen layer: one pass over every split at bind, none while training."""
+    from dlrunner.build import build_model
+    seen = {"n": 0}
+    orig = build_model
+
+    def counting(*a, **k):
+        model = orig(*a, **k)
+        first = next(iter(model.children()))
+        first.register_forward_hook(lambda m, args, out: seen.__setitem__("n", seen["n"] + len(args[0])))
+        return model
+    import dlrunner.build as b
+    b.build_model, saved = counting, b.build_model
+    try:
+        cfg = pc_cfg(make_cfg, tmp_path, "epochs=2")
+        runner.train(cfg, tmp_path / "run", {}, Reporter(live=False))
+    finally:
+        b.build_model = saved
+    sizes = __import__("json").loads((tmp_path / "run" / "summary.json").read_text())["data"]
+    probe = 4  # the chain check at bind
+    assert seen["n"] == sizes["train"] + sizes["val"] + sizes["test"] + probe * 2

@@ -22,3 +22,10 @@ class Amp(Trick):
         if self._precision is None:
             self._precision = Precision(self.dtype, device)
         return self._precision
+
+    def report(self) -> dict:
+        p = self._precision
+        out = {"dtype": p.dtype if p else self.dtype}
+        if p is not None and p.scaler is not None:
+            out["grad_scale"] = float(p.scaler.get_scale())
+        return out

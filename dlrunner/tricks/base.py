@@ -20,6 +20,7 @@
                                                         # (the plain model is reported too)
         row |= trick.on_epoch_end(epoch)                # extra metrics for metrics.csv (phase, sparsity)
     trick.on_train_end()                                # e.g. SWA's BatchNorm update, making pruning permanent
+    summary["tricks"][name] = trick.report()            # what it did: chosen LR, sparsity, sizes used...
     trick.state_dict() / trick.load_state_dict(state)   # a resumed run continues the trick
 
 A trick may replace `job.optimizer` / `job.schedule` (kept by `bind`) in its hooks; the loop
@@ -85,6 +86,9 @@ class Trick:
 
     def on_train_end(self) -> None:
         pass
+
+    def report(self) -> dict[str, Any]:
+        return {}  # what the trick did, for summary.json (chosen LR, sparsity, sizes used...)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -177,6 +181,9 @@ class Tricks:
         model = model if averaged is None else averaged
         out = self.first("predict", model, x)
         return model(x) if out is None else out
+
+    def report(self) -> dict[str, dict]:
+        return {t.name: t.report() for t in self.items}
 
     def state_dict(self) -> dict[str, dict]:
         return {t.name: t.state_dict() for t in self.items}

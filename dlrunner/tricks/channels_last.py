@@ -24,3 +24,6 @@ class ChannelsLast(Trick):
     def on_batch(self, batch: tuple, step: int) -> tuple:
         x, y = batch
         return x.contiguous(memory_format=torch.channels_last), y
+
+    def report(self) -> dict:
+        return {"memory_format": "channels_last"}

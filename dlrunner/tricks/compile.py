@@ -23,6 +23,7 @@ class Compile(Trick):
         if enabled not in ("auto", True, False):
             raise DlrunError(f"trick.compile.enabled must be auto, true or false; got {enabled!r}")
         self.enabled, self.mode, self.backend = enabled, mode, backend
+        self.compiled = False
 
     def setup(self, model: nn.Module) -> nn.Module:
         on_cuda = next(model.parameters()).device.type == "cuda"
@@ -31,4 +32,8 @@ class Compile(Trick):
                 warnings.warn("trick=compile is off on CPU (set trick.compile.enabled=true to force it)")
             return model
         kw = {"backend": self.backend} if self.backend != "inductor" else {"mode": self.mode}
+        self.compiled = True
         return torch.compile(model, **kw)
+
+    def report(self) -> dict:
+        return {"compiled": self.compiled, "backend": self.backend, "mode": self.mode}

@@ -115,3 +115,7 @@ class DSD(Trick):
         saved states restores that."""
         self.phase, self.masks = int(state["phase"]), dict(state["masks"])
         apply_masks(self.layers, self.masks if self.phase == 1 else {})
+
+    def report(self) -> dict:
+        return {"sparse_from_epoch": self.starts[0], "dense_from_epoch": self.starts[1], "sparsity": self.sparsity,
+                "redense_lr_mult": self.redense_lr_mult, "final_zero_share": zero_fraction(self.layers)}

@@ -43,3 +43,6 @@ class EMA(Trick):
 
     def load_state_dict(self, state: dict) -> None:
         self.avg.load_state_dict(state["avg"])
+
+    def report(self) -> dict:
+        return {"decay": self.decay, "updates": int(self.avg.n_averaged)}

@@ -35,3 +35,6 @@ class GradClip(Trick):
         frac = float(self.clipped) / self.steps
         self.clipped, self.steps = None, 0
         return {"grad_clip/clipped": frac}  # share of this epoch's steps that were clipped
+
+    def report(self) -> dict:
+        return {"max_norm": self.max_norm, "norm_type": self.norm_type}

@@ -38,9 +38,10 @@ class GradualUnfreezing(Trick):
         self.every, self.lr_div, self.train_bn = int(every), float(lr_div), bool(train_bn)
         self.groups: list[nn.Module] = []
         self.unfrozen = 0
+        self.job: Any = None
 
     def bind(self, job: Any) -> None:
-        model = job.base_model
+        self.job, model = job, job.base_model
         if not getattr(model, "dlrun_pretrained", None):
             raise DlrunError("trick=gradual_unfreezing needs a model that starts from trained weights: "
                              "set model.init_from=RUN_OR_CKPT, or a torchvision resnet with pretrained weights")
@@ -78,3 +79,7 @@ class GradualUnfreezing(Trick):
 
     def load_state_dict(self, state: dict) -> None:
         self._apply(int(state["unfrozen"]))
+
+    def report(self) -> dict:
+        return {"groups": len(self.groups), "unfrozen": self.unfrozen, "every": self.every,
+                "lrs": [g["lr"] for g in self.job.optimizer.param_groups] if self.job else []}

@@ -48,3 +48,6 @@ class Half(Trick):
 
     def precision(self, device: torch.device) -> Precision:
         return Precision(None, device)  # no autocast, no scaler: the weights themselves are half
+
+    def report(self) -> dict:
+        return {"dtype": str(self.dtype).replace("torch.", "")}

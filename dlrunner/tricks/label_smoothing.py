@@ -39,3 +39,6 @@ class LabelSmoothing(Trick):
     def on_batch(self, batch: tuple, step: int) -> tuple:
         x, y = batch
         return x, smooth(y, self.k, self.eps)
+
+    def report(self) -> dict:
+        return {"eps": self.eps}

@@ -203,3 +203,6 @@ class LRFinder(Trick):
         for t in self.job.tricks if self.job is not None else []:
             if getattr(t, "name", None) == "onecycle":
                 t.max_lr = self.suggestion
+
+    def report(self) -> dict:
+        return {"suggestion": self.suggestion, "rule": self.rule, "points": len(self.curve[0])}

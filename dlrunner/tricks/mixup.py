@@ -58,3 +58,6 @@ class Mixup(Trick):
         lam = float(torch.distributions.Beta(a, a).sample())
         perm = torch.randperm(len(x)).to(x.device)
         return (cutmix if use_cut else mix)(x, y, lam, perm)
+
+    def report(self) -> dict:
+        return {"alpha": self.alpha, "cutmix_alpha": self.cutmix_alpha, "prob": self.prob}

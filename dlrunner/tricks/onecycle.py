@@ -25,3 +25,12 @@ class OneCycle(Trick):
                                   pct_start=self.pct_start, div_factor=self.div_factor,
                                   final_div_factor=self.final_div_factor, base_momentum=self.base_momentum,
                                   max_momentum=self.max_momentum)
+
+    def bind(self, job) -> None:
+        self.job = job
+
+    def report(self) -> dict:
+        groups = self.job.optimizer.param_groups if hasattr(self, "job") else []
+        peaks = [g["max_lr"] for g in groups if "max_lr" in g]
+        return {"max_lr": max(peaks) if peaks else self.max_lr, "pct_start": self.pct_start,
+                "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}

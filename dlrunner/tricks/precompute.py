@@ -9,6 +9,7 @@ sequence (lenet, resnet, mlp; torchvision resnets flatten before `fc`)."""
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ class Precompute(Trick):
             raise DlrunError(f"trick.precompute.storage must be auto, memory or disk; got {storage!r}")
         self.frozen_n, self.cache, self.storage = frozen, bool(cache), storage
         self.dir, self.max_mb = Path(dir), float(max_memory_mb)
-        self.key = ""
+        self.key, self.seconds, self.reused = "", 0.0, False
 
     # these work on the full model, its weights or its raw inputs, which the cache takes away
     INCOMPATIBLE = ("ema", "swa", "tta", "snapshot_ensemble", "progressive_resizing", "gradual_unfreezing")
@@ -110,7 +111,9 @@ class Precompute(Trick):
             warnings.warn("trick=precompute: augmentation is off while training on cached activations")
         splits = {"train": job.data.train, "val": job.data.val, "test": job.data.test}
         self.key = cache_key(head, splits)
+        t0 = time.perf_counter()
         cached = {k: self._cached(k, head, s, job.device) for k, s in splits.items()}
+        self.seconds = time.perf_counter() - t0  # the one pass through the frozen layers (or the load)
         job.full_model, job.model = full, tail
         bs = job.data.batch_size
         job.train = TensorBatches(cached["train"], bs, shuffle=True, seed=job.train.seed, device=job.device)
@@ -120,6 +123,7 @@ class Precompute(Trick):
     def _cached(self, split: str, head: nn.Module, s: Split, device: torch.device) -> Split:
         path = self.dir / self.key / f"{split}.npy"
         if path.is_file():  # same weights, same inputs: the same activations
+            self.reused = True
             return Split(torch.from_numpy(np.load(path, mmap_mode="c")), s.y)
         acts = activations(head, s.x, device)
         disk = self.storage == "disk" or (self.storage == "auto" and acts.numel() * 4 / 2**20 > self.max_mb)
@@ -130,3 +134,7 @@ class Precompute(Trick):
         np.save(tmp, acts.numpy())
         tmp.replace(path)
         return Split(torch.from_numpy(np.load(path, mmap_mode="c")), s.y)
+
+    def report(self) -> dict:
+        return {"cache": self.cache, "key": self.key, "seconds_to_cache": round(self.seconds, 3),
+                "reused": self.reused, "storage": self.storage}

@@ -90,3 +90,8 @@ class ProgressiveResizing(Trick):
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         """The side (height) used at the last step of this epoch: a function of the step alone."""
         return {"resize/size": float(self.size_at((epoch + 1) * self.steps_per_epoch - 1)[0])}
+
+    def report(self) -> dict:
+        sizes = sorted({side_at(s, self.total, self.full[0], self.initial_scale, self.finish_frac, self.multiple)
+                        for s in range(self.total)})
+        return {"sizes": sizes, "full": list(self.full), "finish_frac": self.finish_frac}

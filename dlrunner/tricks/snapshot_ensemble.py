@@ -114,3 +114,7 @@ class SnapshotEnsemble(Trick):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.snapshots, self.count = [dict(s) for s in state["snapshots"]], int(state["count"])
         self._on_device = None
+
+    def report(self) -> dict:
+        w = self.snapshot_weights() if self.snapshots else torch.zeros(0)
+        return {"snapshots": self.count, "kept": self.numbers(), "weights": (w / w.sum()).tolist() if len(w) else []}

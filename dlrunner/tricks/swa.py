@@ -63,3 +63,7 @@ class SWA(Trick):
         self.avg.load_state_dict(state["avg"])
         if self.swa_lr is not None and int(self.avg.n_averaged) > 0:
             self._hold_lr()  # before the runner loads the schedule state into it
+
+    def report(self) -> dict:
+        return {"start_epoch": self.start_epoch, "n_averaged": int(self.avg.n_averaged), "swa_lr": self.swa_lr,
+                "bn_updated": self.has_bn}

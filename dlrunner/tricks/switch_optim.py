@@ -57,3 +57,6 @@ class SwitchOptim(Trick):
     def load_state_dict(self, state: dict) -> None:
         if state.get("switched") and not self.switched:
             self._switch()  # before the runner loads the saved optimizer state into it
+
+    def report(self) -> dict:
+        return {"to": self.to, "at_epoch": self.at_epoch, "lr": self.lr, "switched": self.switched}

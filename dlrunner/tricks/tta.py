@@ -49,3 +49,6 @@ class TTA(Trick):
         plain = F.softmax(model(x).float(), dim=1)
         aug = torch.stack([F.softmax(model(v(x)).float(), dim=1) for v in self.views]).mean(0)
         return torch.log((1 - self.beta) * aug + self.beta * plain + 1e-12)  # log-probs: the loss stays CE
+
+    def report(self) -> dict:
+        return {"views": len(self.views), "beta": self.beta}
