@@ -136,6 +136,56 @@ def precompute(tmp: Path) -> dict:
     return out
 
 
+LENET = []  # dlrun's defaults: lenet on digits, 20 epochs, seed 0
+RESNET = ["model=resnet", "model.width=16", "epochs=8"]
+TRICK_JOBS = {  # trick -> (baseline overrides, extra overrides for the trick)
+    **{t: (LENET, []) for t in ("lr_finder", "onecycle", "amp", "half", "tta", "swa", "ema", "dsd", "prune",
+                                "label_smoothing", "mixup", "grad_clip", "channels_last")},
+    "snapshot_ensemble": (LENET, ["trick.snapshot_ensemble.cycles=4"]),
+    "switch_optim": (LENET, ["trick.switch_optim.lr=0.05"]),
+    "progressive_resizing": (RESNET, []),
+    "compile": (RESNET, ["trick.compile.enabled=true"]),
+    "gradual_unfreezing": (["model=resnet", "model.width=16", "epochs=8", "data.classes=[5,6,7,8,9]",
+                            "optim.lr=1e-2", "model.init_from={src}"], []),
+    "precompute": (["model=resnet", "model.width=16", "epochs=8", "data.classes=[5,6,7,8,9]",
+                    "optim.lr=1e-2", "model.init_from={src}"], []),
+}
+
+
+def tricks(tmp: Path, names: list[str] | None = None) -> dict:
+    """Each trick against the same run without it (same seed): best val acc and wall time."""
+    out, base = {}, {}
+    src = tmp / "transfer_src"  # the "other classes" run that transfer tricks start from
+    src.mkdir()
+    dlrun(["model=resnet", "model.width=16", "epochs=3", "data.classes=[0,1,2,3,4]"], src)
+    only = set(names or TRICK_JOBS)
+    for name, (baseline, extra) in TRICK_JOBS.items():
+        if name not in only:
+            continue
+        baseline = [b.replace("{src}", str(src / "outputs" / "run")) for b in baseline]
+        key = " ".join(b.replace(str(tmp), "TMP") for b in baseline)
+        if key not in base:
+            d = tmp / f"base{len(base)}"
+            d.mkdir()
+            s, wall = dlrun(baseline, d)
+            base[key] = {"command": " ".join(["dlrun", *baseline]), "best_val_acc": s["best"]["val/acc"],
+                         "wall_s": round(wall, 2)}
+        d = tmp / f"trick_{name}"
+        d.mkdir()
+        args = [*baseline, f"trick={name}", *extra]
+        try:
+            s, wall = dlrun(args, d)
+        except subprocess.CalledProcessError as e:
+            out[name] = {"command": " ".join(["dlrun", *args]), "error": (e.stderr or "").strip().splitlines()[-1:]}
+            continue
+        best = s["best"]
+        out[name] = {"command": " ".join(["dlrun", *args]), "best_val_acc": best["val/acc"],
+                     "best_val_plain_acc": best.get("val/plain_acc"), "wall_s": round(wall, 2),
+                     "baseline": base[key], "report": s["tricks"][name]}
+        print(name, out[name]["best_val_acc"], base[key]["best_val_acc"], wall, flush=True)
+    return out
+
+
 def determinism(tmp: Path) -> dict:
     rows = []
     for i in range(2):
@@ -148,8 +198,9 @@ def determinism(tmp: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tricks", nargs="*", default=None, help="with --only tricks: just these")
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
-    ap.add_argument("--only", choices=["quality", "overhead", "precompute", "determinism"], default=None)
+    ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism"], default=None)
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
     with tempfile.TemporaryDirectory() as t:
@@ -162,9 +213,14 @@ def main() -> None:
                                                                f"data.root={tmp / 'data'}"], args.rounds)}
         if args.only in (None, "precompute"):
             res["precompute"] = precompute(tmp)
+        if args.only in (None, "tricks"):
+            res["tricks"] = tricks(tmp, args.tricks)
         if args.only in (None, "determinism"):
             res["determinism"] = determinism(tmp)
-    out = ROOT / "bench" / "results" / f"cpu-{args.only or 'all'}.json"
+    suffix = args.only or "all"
+    if args.tricks:
+        suffix += "-" + "-".join(args.tricks)
+    out = ROOT / "bench" / "results" / f"cpu-{suffix}.json"
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}")
 
