@@ -68,3 +68,27 @@ def dlrun(tmp_path):
     run.env = env
     run.cwd = tmp_path
     return run
+
+
+@pytest.fixture
+def sigterm_at():
+    """`with sigterm_at(n): runner.train(...)`: the runner's stop check (called after every step and once
+    at each epoch end) reports SIGTERM from its n-th call on, as if the signal arrived right then."""
+    import contextlib
+    import signal
+    from unittest import mock
+
+    from dlrunner import runner
+
+    @contextlib.contextmanager
+    def patch(n: int):
+        calls = {"n": 0}
+
+        def check(self):
+            calls["n"] += 1
+            if calls["n"] == n:
+                self.signum = signal.SIGTERM
+            return self.signum is not None
+        with mock.patch.object(runner.StopSignal, "__call__", check):
+            yield
+    return patch

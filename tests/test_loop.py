@@ -1,7 +1,6 @@
 """The loop's numbers are right: epoch metrics, batches, resume, precision."""
 from __future__ import annotations
 
-import signal
 
 import pytest
 import torch
@@ -71,20 +70,11 @@ def test_same_seed_same_metrics(make_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("stop_at, mid_epoch", [(30, True), (22, False)])  # 21 steps + 1 end-of-epoch check
-def test_interrupted_run_resumes_to_the_same_metrics(make_cfg, tmp_path, monkeypatch, stop_at, mid_epoch):
+def test_interrupted_run_resumes_to_the_same_metrics(make_cfg, tmp_path, sigterm_at, stop_at, mid_epoch):
     over = ("debug=smoke", "epochs=3", "data.batch_size=16", "seed=5")
     runner.train(make_cfg(*over), tmp_path / "straight", {}, Reporter(live=False))
-    calls = {"n": 0}
-
-    def stop_mid_epoch_2(self):  # SIGTERM arrives in the middle of epoch 2
-        calls["n"] += 1
-        if calls["n"] == stop_at:
-            self.signum = signal.SIGTERM
-        return self.signum is not None
-    monkeypatch.setattr(runner.StopSignal, "__call__", stop_mid_epoch_2)
-    with pytest.raises(runner.Interrupted):
+    with sigterm_at(stop_at), pytest.raises(runner.Interrupted):
         runner.train(make_cfg(*over), tmp_path / "outputs" / "a", {}, Reporter(live=False))
-    monkeypatch.undo()
     import json
     assert json.loads((tmp_path / "outputs" / "a" / "summary.json").read_text())["status"] == "interrupted"
     ck = torch.load(tmp_path / "outputs" / "a" / "checkpoints" / "last.pt", weights_only=True)

@@ -58,10 +58,8 @@ def test_pair_trains_or_is_refused_in_one_line(make_cfg, tmp_path, source, pair)
 
 @pytest.mark.parametrize("tricks", ["[lr_finder,onecycle,amp]", "[progressive_resizing,half]", "gradual_unfreezing",
                                     "precompute", "[channels_last,compile]"])
-def test_resume_continues_the_trick_exactly(make_cfg, tmp_path, source, monkeypatch, tricks):
+def test_resume_continues_the_trick_exactly(make_cfg, tmp_path, source, sigterm_at, tricks):
     """Interrupted in the middle of epoch 2, resumed with resume=auto: the same metrics.csv."""
-    import signal
-
     over = [o for o in TINY if not o.startswith("trick.") or o.split("=")[0].split(".")[1] in tricks]
     over += [f"trick={tricks}", f"model.init_from={source}", f"trick.precompute.dir={tmp_path / 'cache'}"]
     over = [o for o in over if not o.startswith("trick.precompute") or "precompute" in tricks]
@@ -69,17 +67,8 @@ def test_resume_continues_the_trick_exactly(make_cfg, tmp_path, source, monkeypa
         over.append("trick.amp.dtype=fp16")  # the GradScaler's state must carry over too
     quiet = Reporter(live=False)
     runner.train(make_cfg(*over), tmp_path / "straight", {}, quiet)
-    calls = {"n": 0}
-
-    def stop_mid_epoch_2(self):
-        calls["n"] += 1
-        if calls["n"] == 3 + 1 + 2:  # epoch 1: 3 steps + the end-of-epoch check; then 2 steps of epoch 2
-            self.signum = signal.SIGTERM
-        return self.signum is not None
-    monkeypatch.setattr(runner.StopSignal, "__call__", stop_mid_epoch_2)
-    with pytest.raises(runner.Interrupted):
+    with sigterm_at(3 + 1 + 2), pytest.raises(runner.Interrupted):  # epoch 1: 3 steps + 1 check; 2 steps more
         runner.train(make_cfg(*over), tmp_path / "outputs" / "a", {}, quiet)
-    monkeypatch.undo()
     assert torch.load(tmp_path / "outputs" / "a" / "checkpoints" / "last.pt", weights_only=True)["state"]["batch"] == 2
     runner.train(make_cfg(*over, "resume=auto"), tmp_path / "outputs" / "b", {}, quiet)
     read = lambda p: [r.rsplit(",", 1)[0] for r in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 
 import pytest
 import torch
@@ -204,21 +203,12 @@ def test_one_weight_average_at_a_time(make_cfg):
 
 
 @pytest.mark.parametrize("tricks", ["[mixup,label_smoothing,grad_clip]", "ema", "[swa,tta]", "switch_optim"])
-def test_a_resumed_run_continues_each_trick_exactly(make_cfg, tmp_path, monkeypatch, tricks):
+def test_a_resumed_run_continues_each_trick_exactly(make_cfg, tmp_path, sigterm_at, tricks):
     over = ("debug=smoke", "epochs=3", "data.fraction=0.15", "data.batch_size=16", f"trick={tricks}",
             "trick.swa.start_frac=0.3" if "swa" in tricks else "seed=0")
     runner.train(make_cfg(*over), tmp_path / "straight", {}, QUIET)
-    calls = {"n": 0}
-
-    def stop_in_epoch_2(self):
-        calls["n"] += 1
-        if calls["n"] == 13 + 1 + 5:  # one epoch of 13 steps (+1 end-of-epoch check), then 5 steps
-            self.signum = signal.SIGTERM
-        return self.signum is not None
-    monkeypatch.setattr(runner.StopSignal, "__call__", stop_in_epoch_2)
-    with pytest.raises(runner.Interrupted):
+    with sigterm_at(13 + 1 + 5), pytest.raises(runner.Interrupted):  # epoch 1: 13 steps + 1 check; 5 steps more
         runner.train(make_cfg(*over), tmp_path / "outputs" / "a", {}, QUIET)
-    monkeypatch.undo()
     runner.train(make_cfg(*over, "resume=auto"), tmp_path / "outputs" / "b", {}, QUIET)
     drop = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
     assert json.loads((tmp_path / "outputs" / "b" / "resume.json").read_text())["epoch"] == 1

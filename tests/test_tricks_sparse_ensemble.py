@@ -5,7 +5,6 @@ import json
 
 import csv
 import math
-import signal
 from types import SimpleNamespace
 
 import pytest
@@ -30,21 +29,13 @@ def rows(run_dir) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def straight_interrupted_resumed(make_cfg, tmp_path, monkeypatch, *over: str):
+def straight_interrupted_resumed(make_cfg, tmp_path, monkeypatch, sigterm_at, *over: str):
     """A straight run, the same run stopped by SIGTERM in epoch 2, and its resumption. Returns the
     straight run's folder, the interrupted checkpoint and whether the resumed metrics are the same."""
     for name in ("samples", "curves"):  # pictures are not what these runs check; they cost seconds
         monkeypatch.setattr(runner.plots, name, lambda *a, **k: None)
     runner.train(make_cfg(*over), tmp_path / "straight", {}, Reporter(live=False))
-    calls = {"n": 0}
-
-    def stop_in_epoch_2(self):
-        calls["n"] += 1
-        if calls["n"] == STOP_IN_EPOCH_2:
-            self.signum = signal.SIGTERM
-        return self.signum is not None
-    with monkeypatch.context() as m, pytest.raises(runner.Interrupted):
-        m.setattr(runner.StopSignal, "__call__", stop_in_epoch_2)
+    with sigterm_at(STOP_IN_EPOCH_2), pytest.raises(runner.Interrupted):
         runner.train(make_cfg(*over), tmp_path / "outputs" / "a", {}, Reporter(live=False))
     ck = torch.load(tmp_path / "outputs" / "a" / "checkpoints" / "last.pt", weights_only=True)
     assert (ck["state"]["epoch"], ck["state"]["batch"]) == (1, 5)
@@ -117,8 +108,9 @@ def test_dsd_lr_continues_then_drops_tenfold_per_group_under_any_schedule(schedu
     assert torch.allclose(dsd_lrs[:20], plain[:20]) and torch.allclose(dsd_lrs[20:], 0.1 * plain[20:])
 
 
-def test_dsd_phases_sparsity_redense_lr_and_resume(make_cfg, tmp_path, monkeypatch):
-    straight, ck, same = straight_interrupted_resumed(make_cfg, tmp_path, monkeypatch, *SMOKE, "epochs=3", "trick=dsd")
+def test_dsd_phases_sparsity_redense_lr_and_resume(make_cfg, tmp_path, monkeypatch, sigterm_at):
+    straight, ck, same = straight_interrupted_resumed(make_cfg, tmp_path, monkeypatch, sigterm_at, *SMOKE,
+                                                      "epochs=3", "trick=dsd")
     r = rows(straight)
     assert [int(x["dsd/phase"]) for x in r] == [0, 1, 2]
     share = [float(x["dsd/sparsity"]) for x in r]
@@ -164,8 +156,8 @@ def test_prune_reaches_the_sparsity_and_keeps_the_surviving_weights(make_cfg, sc
         assert all(s == pytest.approx(0.6, abs=0.01) for s in shares)
 
 
-def test_prune_run_writes_plain_sparse_checkpoints_and_resumes(make_cfg, tmp_path, monkeypatch):
-    straight, ck, same = straight_interrupted_resumed(make_cfg, tmp_path, monkeypatch, *SMOKE, "trick=prune")
+def test_prune_run_writes_plain_sparse_checkpoints_and_resumes(make_cfg, tmp_path, monkeypatch, sigterm_at):
+    straight, ck, same = straight_interrupted_resumed(make_cfg, tmp_path, monkeypatch, sigterm_at, *SMOKE, "trick=prune")
     r = rows(straight)
     assert float(r[0]["prune/sparsity"]) < 0.01 and float(r[1]["prune/sparsity"]) == pytest.approx(0.5, abs=1e-3)
     names = list(ck["tricks"]["prune"]["masks"])
@@ -243,8 +235,8 @@ def test_snapshots_at_cycle_ends_and_weighted_softmax_average(weights, keep, exp
     assert all(torch.equal(live.state_dict()[k], frozen[k]) for k in frozen)  # the live model untouched
 
 
-def test_snapshot_ensemble_run_takes_m_snapshots_and_resumes(make_cfg, tmp_path, monkeypatch):
-    straight, ck, same = straight_interrupted_resumed(make_cfg, tmp_path, monkeypatch, *SMOKE,
+def test_snapshot_ensemble_run_takes_m_snapshots_and_resumes(make_cfg, tmp_path, monkeypatch, sigterm_at):
+    straight, ck, same = straight_interrupted_resumed(make_cfg, tmp_path, monkeypatch, sigterm_at, *SMOKE,
                                                       "trick=snapshot_ensemble", "trick.snapshot_ensemble.cycles=2")
     r = rows(straight)
     assert [int(x["snapshot_ensemble/snapshots"]) for x in r] == [1, 2]
