@@ -13,7 +13,6 @@ from dlrunner.data.batches import TensorBatches, epoch_chunks
 from dlrunner.data.core import Split
 from dlrunner.loop import Meter, TrainState, evaluate, train_epoch
 from dlrunner.precision import Precision
-from dlrunner.tricks.base import Tricks
 
 CPU = torch.device("cpu")
 

@@ -1,7 +1,6 @@
 """Every conf/trick file, smoke-run through the real `dlrun`, reports what it did in summary.json."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

@@ -16,7 +16,6 @@ from dlrunner.errors import DlrunError
 from dlrunner.loop import Meter, TrainState, train_epoch
 from dlrunner.tricks.ema import EMA
 from dlrunner.tricks.label_smoothing import smooth
-from dlrunner.tricks.tta import TTA
 
 CPU = torch.device("cpu")
 QUIET = Reporter(live=False)

@@ -72,7 +72,6 @@ def build_folder(*, path: str, size: int = 64, channels: int = 3, flip: bool = T
     has_split = (root / "train").is_dir()
     main = _scan(root / "train" if has_split else root)
     samples, names = list(main.samples), list(main.classes)
-    y = np.array([s[1] for s in samples])
     keep, kept_names = class_filter(classes, names)
     if has_split and (root / "test").is_dir():
         test = list(_scan(root / "test").samples)

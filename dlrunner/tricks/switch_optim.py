@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from dlrunner import optim
