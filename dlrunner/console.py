@@ -65,4 +65,8 @@ class Reporter:
             if k in summary["final"] or k in summary["best"]:
                 t.add_row(k, fmt(summary["final"].get(k, "")), fmt(summary["best"].get(k, "")))
         self.console.print(t)
+        fit = summary.get("fit")
+        if fit:
+            self.console.print(f"fit: [bold]{fit['verdict']}[/bold] ({fit['evidence']})")
+            self.console.print("  next: " + "; ".join(fit["remedies"]))
         self.console.print(f"run folder: {summary['run_dir']}")

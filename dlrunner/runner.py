@@ -16,6 +16,7 @@ from dlrunner.build import Job, build_job, pick_device
 from dlrunner.console import Reporter
 from dlrunner.errors import DlrunError
 from dlrunner.loop import Meter, Throughput, TrainState, evaluate, train_epoch
+from dlrunner.verdict import fit_verdict
 
 IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test")
 
@@ -217,7 +218,8 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
         best_row = {**best_row, **validate_split(job, "test")}
     if state.history:
         plots.curves(state.history, run_dir / "curves.png")
-    summary = {"status": status, "optimized_metric": cfg.optimized_metric, "value": state.best,
+    verdict = fit_verdict(state.history)
+    summary = {"status": status, "fit": verdict, "optimized_metric": cfg.optimized_metric, "value": state.best,
                "best_epoch": state.best_epoch, "epochs_run": len(state.history), "final": final, "best": best_row,
                "run_dir": str(run_dir), "data": {"name": job.data.name, **job.data.sizes(),
                                                  "classes": job.data.class_names, "in_shape": job.data.in_shape},
