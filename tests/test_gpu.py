@@ -1,0 +1,44 @@
+"""CUDA-only checks (skipped without a GPU): the device path, amp and memory layout on the GPU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dlrunner import runner
+from dlrunner.build import build_job
+from dlrunner.console import Reporter
+from dlrunner.loop import Meter, TrainState, evaluate, train_epoch
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+def test_smoke_run_on_cuda(make_cfg, tmp_path):
+    runner.train(make_cfg("debug=smoke", "device=auto"), tmp_path / "run", {}, Reporter(live=False))
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["device"].startswith("cuda") and s["status"] == "completed"
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_amp_on_cuda_trains_in_low_precision(make_cfg, dtype):
+    if dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("no bf16 on this GPU")
+    job = build_job(make_cfg("debug=smoke", "device=cuda", "trick=amp", f"trick.amp.dtype={dtype}"), CUDA, print)
+    assert (job.precision.scaler is not None) == (dtype == "fp16")
+    with job.precision.autocast():
+        low = job.model(job.data.val.x[:4].to(CUDA)).dtype
+    assert low == {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    before = evaluate(job.model, job.val, job.loss_fn, job.precision)["val/loss"]
+    for e in range(2):
+        train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision, job.tricks,
+                    TrainState(epoch=e), Meter(CUDA), lambda: False, lambda *a: None)
+    assert evaluate(job.model, job.val, job.loss_fn, job.precision)["val/loss"] < 0.8 * before
+
+
+def test_channels_last_on_cuda(make_cfg):
+    job = build_job(make_cfg("debug=smoke", "device=cuda", "model=resnet", "model.width=16",
+                             "trick=[amp,channels_last]"), CUDA, print)
+    x, _ = job.tricks.on_batch(next(job.train.iterate(0))[1], 0)
+    assert x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
