@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dlrunner.console import Reporter
-from dlrunner.errors import DlrunError
+from dlrunner.errors import DlrunError, TrainingDiverged
 from dlrunner.rundir import register_resolvers
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -30,12 +30,31 @@ def app(cfg: DictConfig) -> float | None:
         validate(cfg)
         if cfg.mode == "eval":
             return runner.evaluate_checkpoint(cfg, run_dir, choices, out)
+        if cfg.mode == "doctor":
+            from dlrunner import doctor
+
+            status = doctor.run(cfg, run_dir, choices, out)
+            if status:
+                sys.exit(status)
+            return 0.0
         if cfg.mode == "lr_find":
             return runner.find_lr(cfg, run_dir, choices, out)
+        if cfg.mode == "compare":
+            from dlrunner.compare import run_mode
+
+            return run_mode(cfg, run_dir)
+        if cfg.mode == "predict":
+            from dlrunner.predict import predict
+
+            return predict(cfg, run_dir, out)
+        if cfg.mode == "export":
+            from dlrunner.export import export
+
+            return export(cfg, run_dir, out)
         return runner.train(cfg, run_dir, choices, out)
     except DlrunError as e:
         print(f"dlrun: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(3 if isinstance(e, TrainingDiverged) else 2)
     except runner.Interrupted as e:
         sys.exit(128 + e.signum)
 

@@ -70,3 +70,17 @@ class Reporter:
             self.console.print(f"fit: [bold]{fit['verdict']}[/bold] ({fit['evidence']})")
             self.console.print("  next: " + "; ".join(fit["remedies"]))
         self.console.print(f"run folder: {summary['run_dir']}")
+
+    def per_class(self, scores: dict[str, dict[str, float]], split: str = "val", limit: int = 20, worst: int = 10) -> None:
+        """Precision / recall / F1 per class; with more than `limit` classes only the `worst` by F1."""
+        items = list(scores.items())
+        title = f"per class ({split})"
+        if len(items) > limit:
+            items = sorted(items, key=lambda kv: kv[1]["f1"])[:worst]
+            title = f"the {worst} worst of {len(scores)} classes by F1 ({split})"
+        t = Table(title=title, show_edge=True)
+        for col in ("class", "precision", "recall", "F1", "support"):
+            t.add_column(col, justify="left" if col == "class" else "right")
+        for name, s in items:
+            t.add_row(name, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
+        self.console.print(t)

@@ -39,6 +39,14 @@ class Meter:
         return {"loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu(), "n": self.n}
 
 
+class NonFiniteLoss(Exception):
+    """The training loss became NaN/Inf; carries the batch so it can be replayed and localized."""
+
+    def __init__(self, step: int, loss: float, batch: tuple[torch.Tensor, torch.Tensor]):
+        super().__init__(f"non-finite loss ({loss}) at step {step}")
+        self.step, self.loss, self.batch = step, loss, batch
+
+
 @dataclass
 class TrainState:
     """Where training stands; saved in every checkpoint."""
@@ -53,14 +61,19 @@ class TrainState:
 
 def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.optim.Optimizer, schedule,
                 precision: Precision, tricks: Tricks, state: TrainState, meter: Meter,
-                should_stop: Callable[[], bool], on_progress: Callable[[int, torch.Tensor], None]) -> bool:
-    """Train from state.batch to the end of state.epoch. False if stopped early (signal)."""
+                should_stop: Callable[[], bool], on_progress: Callable[[int, torch.Tensor], None],
+                nan_every: int = 1) -> bool:
+    """Train from state.batch to the end of state.epoch. False if stopped early (signal).
+    The loss is checked for NaN/Inf before the backward pass every `nan_every` steps (each check
+    syncs the device; on a CPU it is free), so the weights of the last good step are intact."""
     model.train()
     for i, batch in batches.iterate(state.epoch, state.batch):
         x, y = tricks.on_batch(batch, state.step)
         with precision.autocast():
             out = model(x)  # (B, K) logits
             loss = tricks.on_loss(loss_fn(out, y), out, (x, y))
+        if state.step % nan_every == 0 and not bool(torch.isfinite(loss.detach())):
+            raise NonFiniteLoss(state.step, float(loss.detach()), (x, y))
         optimizer.zero_grad(set_to_none=True)
         precision.backward(loss)
         precision.unscale(optimizer)  # gradients are true values from here (fp16)

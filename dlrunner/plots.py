@@ -75,3 +75,88 @@ def samples(x: torch.Tensor, y: torch.Tensor, class_names: list[str], modality: 
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)
+
+
+def confusion(matrix, class_names: list[str], path: str | Path) -> Path:
+    """Confusion matrix (rows: true class, columns: predicted): colour = share of the row, so a
+    rare class's mistakes show as clearly as a common one's; the cells carry the counts."""
+    plt = _plt()
+    m = torch.as_tensor(matrix).long().cpu()
+    k = len(class_names)
+    rows = m.sum(1, keepdim=True).clamp(min=1)
+    share = (m.double() / rows).numpy()
+    side = min(20, 2.5 + 0.45 * k)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(k) if k <= 50 else range(0, k, max(1, k // 25))
+    fs = 8 if k <= 20 else 5
+    ax.set_xticks(list(ticks), [class_names[i] for i in ticks], rotation=90 if k > 10 else 0, fontsize=fs)
+    ax.set_yticks(list(ticks), [class_names[i] for i in ticks], fontsize=fs)
+    if k <= 30:  # beyond that the numbers would not fit in the cells
+        for t in range(k):
+            for p in range(k):
+                if m[t, p]:
+                    ax.text(p, t, str(int(m[t, p])), ha="center", va="center", fontsize=fs,
+                            color="white" if share[t, p] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc = float(m.diag().sum()) / max(1, int(m.sum()))
+    ax.set_title(f"confusion matrix: {int(m.sum())} samples, accuracy {acc:.3f} (colour: share of the true class)",
+                 fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def _loss_title(row: dict, class_names: list[str]) -> str:
+    return f"{class_names[row['true']]}/{class_names[row['pred']]}/{row['prob']:.2f}/{row['loss']:.2f}"
+
+
+def top_losses(x: torch.Tensor, rows: list[dict], class_names: list[str], modality: str, path: str | Path,
+               feature_names: list[str] | None = None) -> Path:
+    """The samples with the highest loss, each titled true/pred/prob/loss (prob: of the predicted
+    class). `x`: their inputs before normalization, in the order of `rows`; images are drawn as
+    images, sequences as line plots, tabular samples as a table of feature values."""
+    plt = _plt()
+    x = x.detach().float().cpu()
+    titles = [_loss_title(r, class_names) for r in rows]
+    if modality == "tabular":
+        feats = list(feature_names or [f"f{i}" for i in range(x.shape[1])])[:40]
+        cells = [[f"{float(v):.3g}" for v in x[:, j]] for j in range(len(feats))]
+        fig, ax = plt.subplots(figsize=(min(24, 2.5 + 1.3 * len(rows)), 1.2 + 0.25 * (len(feats) + 1)))
+        ax.axis("off")
+        table = ax.table(cellText=cells, rowLabels=[f[:24] for f in feats], colLabels=titles, loc="center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(6)
+    else:
+        cols = 4
+        nrows = (len(rows) + cols - 1) // cols
+        fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 3 * nrows), squeeze=False)
+        lo, hi = float(x.min()), float(x.max())
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i >= len(rows):
+                continue
+            if modality == "image":
+                if x.shape[1] == 3:
+                    img = x[i].permute(1, 2, 0)
+                    if float(img.min()) < 0 or float(img.max()) > 1:  # not [0, 1] pixels: stretch to show
+                        img = (img - img.min()) / (img.max() - img.min() + 1e-12)
+                    ax.imshow(img.numpy())
+                else:
+                    ax.imshow(x[i, 0].numpy(), cmap="gray", vmin=lo, vmax=hi)
+            else:
+                ax.axis("on")
+                for c in range(x.shape[1]):
+                    ax.plot(x[i, c].numpy(), lw=1)
+                ax.set_ylim(lo, hi)
+                ax.tick_params(labelsize=6)
+            ax.set_title(titles[i], fontsize=9)
+    fig.suptitle("highest losses (title: true/pred/prob/loss; prob of the predicted class)", fontsize=10)
+    if modality != "tabular":  # fixed margins: tight_layout over 16 panels costs more than the drawing
+        fig.subplots_adjust(left=0.04, right=0.98, bottom=0.04, top=0.92, wspace=0.25, hspace=0.35)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)

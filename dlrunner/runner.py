@@ -11,14 +11,16 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrunner import checkpoint, plots, rundir
+from dlrunner import analysis, checkpoint, plots, rundir
 from dlrunner.build import Job, build_job, pick_device
 from dlrunner.console import Reporter
-from dlrunner.errors import DlrunError
-from dlrunner.loop import Meter, Throughput, TrainState, evaluate, train_epoch
+from dlrunner.errors import DlrunError, TrainingDiverged
+from dlrunner.loggers import Loggers, build_loggers
+from dlrunner.loop import Meter, NonFiniteLoss, Throughput, TrainState, evaluate, train_epoch
 from dlrunner.verdict import fit_verdict
 
-IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test")
+IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test",
+                      "logger", "dir", "sort", "csv", "input", "format", "doctor")
 
 
 class Interrupted(Exception):
@@ -125,11 +127,12 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     if ckpt and ckpt["config"] and config_key(OmegaConf.create(ckpt["config"])) != key:
         raise DlrunError(f"resume: {resume_path} was trained with a different config; "
                          "resume with the same overrides (see its .hydra/overrides.yaml)")
+    loggers = build_loggers(cfg.get("logger"), out.warn)  # a missing package stops here, before any work
     job = build_job(cfg, device, out.warn, choices)
     ckdir = run_dir / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     (ckdir / "config_key.txt").write_text(key)
-    state, meter = TrainState(), Meter(device)
+    state, meter, sample = TrainState(), Meter(device), None
     if ckpt:
         meter = restore(job, ckpt, state)
         write_json({"resumed_from": str(resume_path.parent.parent.resolve()), "epoch": state.epoch,
@@ -141,6 +144,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
             if job.full_model is not None:  # the net trains on cached activations: show its inputs
                 x, y = job.data.train.x[:32], job.data.train.y[:32]
             plots.samples(x, y, job.data.class_names, job.data.modality, run_dir / "samples.png")
+            sample = (x, y)
         job.tricks.before_fit(run_dir)
     n_params = sum(p.numel() for p in job.base_model.parameters())
     n_train = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
@@ -148,26 +152,35 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     out.info(f"dlrun: {job.data.name} {job.data.sizes()} -> {type(job.base_model).__name__} ({n_params:,} params{trainable}) "
              f"on {device}, {job.precision.name}; run folder {run_dir}")
     saver = checkpoint.Checkpointer(ckdir, float(cfg.checkpoint_interval))
+    loggers.start(run_dir, OmegaConf.to_container(cfg, resolve=True), job.data, sample, state.history,
+                  resume_path.parent.parent.resolve() if resume_path else None)
     with StopSignal() as stop:
         try:
-            run_epochs(cfg, job, state, meter, stop, saver, run_dir, out)
+            run_epochs(cfg, job, state, meter, stop, saver, run_dir, out, loggers)
         except Interrupted as e:
             saver.flush()  # an interrupt between epochs: the finished epoch's state is still pending
             out.info(f"{e}: checkpoint saved at epoch {state.epoch + 1}, batch {state.batch} -> "
                      f"{ckdir / 'last.pt'}; continue with `dlrun <same overrides> resume=auto`")
-            finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out)
+            finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out, loggers)
             raise
+        except NonFiniteLoss as e:  # stop at the first NaN/Inf, name where it came from, keep the good checkpoint
+            saver.flush()
+            report = diverged(job, state, e, ckdir, out)
+            finish(cfg, job, state, run_dir, t_start, "diverged", resume_path, n_params, out, loggers,
+                   extra={"nonfinite": report})
+            raise TrainingDiverged(f"training stopped: non-finite loss at epoch {state.epoch + 1}, step {e.step}; "
+                                   f"details in {run_dir / 'summary.json'}") from None
         except Exception:  # keep the last finished epoch on disk, record the failure, show the error
             saver.flush()
-            finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out)
+            finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out, loggers)
             raise
     job.tricks.on_train_end()
     saver.flush()
-    return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out)
+    return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out, loggers)
 
 
 def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop: StopSignal,
-               saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter) -> None:
+               saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter, loggers: Loggers | None = None) -> None:
     metric, lower = cfg.optimized_metric, minimize(cfg.optimized_metric)
     progress = Throughput(int(cfg.log_every), out.step, lambda: max(g["lr"] for g in job.optimizer.param_groups))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # once: it is the same in every checkpoint
@@ -176,7 +189,8 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
         job.tricks.on_epoch_start(state.epoch)
         with out.epoch(state.epoch, int(cfg.epochs), len(job.train), state.batch):
             done = train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision,
-                               job.tricks, state, meter, stop, progress)
+                               job.tricks, state, meter, stop, progress,
+                               nan_every=1 if job.device.type == "cpu" else int(cfg.log_every))
         if not done:
             saver.save_now(payload(job, state, meter, config_yaml))
             raise Interrupted(stop.signum)
@@ -190,6 +204,8 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
         state.epoch, state.batch, meter = state.epoch + 1, 0, Meter(job.device)
         saver.epoch_end(payload(job, state, meter, config_yaml), improved)
         write_metrics(state.history, run_dir / "metrics.csv")
+        if loggers:
+            loggers.log_epoch(row, row["epoch"], job.base_model)
         out.epoch_end(row, int(cfg.epochs), improved)
         if stop():
             raise Interrupted(stop.signum)
@@ -206,8 +222,24 @@ def validate_split(job: Job, split: str) -> dict[str, float]:
     return res
 
 
+def diverged(job: Job, state: TrainState, e: NonFiniteLoss, ckdir: Path, out: Reporter) -> dict:
+    """Replay the batch whose loss went NaN/Inf (weights of the step before) and name its origin."""
+    from dlrunner.doctor.nan import locate
+
+    x, y = e.batch
+    rep = locate(job.model, x, y, job.loss_fn, job.precision.autocast)
+    lr = max(g["lr"] for g in job.optimizer.param_groups)
+    out.warn(f"loss is {e.loss} at epoch {state.epoch + 1}, step {e.step} (lr {lr:.2e}); replaying that batch:")
+    for line in rep.lines():
+        out.info(f"  {line}")
+    kept = ckdir / "last.pt"
+    out.info(f"  the last good checkpoint is kept: {kept if kept.exists() else 'none yet (no epoch finished)'}")
+    return {"epoch": state.epoch + 1, "step": e.step, "loss": e.loss, "lr": lr, **rep.to_dict()}
+
+
 def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start: float, status: str,
-           resumed_from: Path | None, n_params: int, out: Reporter) -> float:
+           resumed_from: Path | None, n_params: int, out: Reporter, loggers: Loggers | None = None,
+           extra: dict | None = None) -> float:
     """Curves, optional test evaluation, summary.json, the final table; returns the optimized metric."""
     best_row = next((r for r in state.history if r["epoch"] == state.best_epoch), {})
     final = dict(state.history[-1]) if state.history else {}
@@ -218,6 +250,8 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
         best_row = {**best_row, **validate_split(job, "test")}
     if state.history:
         plots.curves(state.history, run_dir / "curves.png")
+    # confusion matrix, per-class scores, top losses on val (the weights the job holds now)
+    errors = analysis.after_training(job, run_dir, out.warn) if status == "completed" else {}
     verdict = fit_verdict(state.history)
     summary = {"status": status, "fit": verdict, "optimized_metric": cfg.optimized_metric, "value": state.best,
                "best_epoch": state.best_epoch, "epochs_run": len(state.history), "final": final, "best": best_row,
@@ -227,9 +261,13 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
                "device": str(job.device), "precision": job.precision.name, "wall_time": time.time() - t_start,
                "resumed_from": str(resumed_from) if resumed_from else None, "command": rundir.command_line(),
                "git_sha": rundir.git_sha(), "versions": rundir.versions(), "seed": int(cfg.seed),
-               "tricks": job.tricks.report()}
+               "tricks": job.tricks.report(), **errors, **(extra or {})}
     write_json(summary, run_dir / "summary.json")
+    if loggers:
+        loggers.finish(summary)  # after summary.json and curves.png exist: MLflow keeps them as artifacts
     if status == "completed":
+        if "per_class" in errors:
+            out.per_class(errors["per_class"])
         out.final(summary)
     return float(state.best) if state.best is not None else float("nan")
 

@@ -7,9 +7,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrunner.errors import DlrunError
 
-MODES = ("train", "eval", "lr_find")
+MODES = ("train", "eval", "lr_find", "doctor", "compare", "predict", "export")
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+EXPORT_FORMATS = ("torchscript", "onnx", "safetensors")  # mode=export; dlrunner.export.FORMATS has their files
 
 
 def _num(cfg: DictConfig, key: str):
@@ -45,3 +46,11 @@ def validate(cfg: DictConfig) -> None:
             raise DlrunError("mode=eval needs ckpt=PATH (a checkpoint file or a run folder)")
         if cfg.split not in ("val", "test"):
             raise DlrunError(f"split must be val or test; got {cfg.split!r}")
+    if cfg.mode in ("predict", "export") and not OmegaConf.select(cfg, "ckpt", default=None):
+        raise DlrunError(f"mode={cfg.mode} needs ckpt=PATH (a checkpoint file or a run folder)")
+    if cfg.mode == "predict" and not OmegaConf.select(cfg, "input", default=None):
+        raise DlrunError("mode=predict needs input=PATH (a file, a quoted glob such as 'imgs/*.png', or a folder)")
+    if cfg.mode == "export":
+        fmt = OmegaConf.select(cfg, "format", default=None)
+        if fmt not in EXPORT_FORMATS:
+            raise DlrunError(f"format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}")

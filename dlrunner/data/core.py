@@ -52,7 +52,8 @@ class DataBundle:
     def meta(self) -> dict:
         """Plain description stored in checkpoints so a model can be reused later."""
         return {"name": self.name, "class_names": list(self.class_names), "modality": self.modality,
-                "in_shape": list(self.in_shape), "mean": self.mean.clone(), "std": self.std.clone()}
+                "in_shape": list(self.in_shape), "mean": self.mean.clone(), "std": self.std.clone(),
+                "features": [str(f) for f in self.extra.get("features") or []]}  # tabular columns, in order
 
 
 def check_knobs(*, fraction: float, val_fraction: float, batch_size: int, num_workers: int,

@@ -13,11 +13,12 @@ from dlrunner.errors import DlrunError
 BUNDLED = ("wine", "breast_cancer")
 
 
-def _bundled(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _bundled(name: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     from sklearn import datasets
 
     d = getattr(datasets, f"load_{name}")()
-    return d.data.astype(np.float32), d.target.astype(np.int64), [str(n) for n in d.target_names]
+    features = [str(f) for f in d.feature_names]  # recorded so a CSV can be matched to them at predict time
+    return d.data.astype(np.float32), d.target.astype(np.int64), [str(n) for n in d.target_names], features
 
 
 def _as_float(values: list[str]) -> np.ndarray | None:
@@ -74,8 +75,7 @@ def build_tabular(*, name: str = "wine", path: str | None = None, target: str | 
             raise DlrunError("data.name=csv needs data.path=FILE.csv and data.target=COLUMN")
         x, y, class_names, features = read_csv(path, target)
     elif name in BUNDLED:
-        x, y, class_names = _bundled(name)
-        features = []
+        x, y, class_names, features = _bundled(name)
     else:
         raise DlrunError(f"data.name must be one of {', '.join(BUNDLED)}, csv; got {name!r}")
     if len(class_names) < 2:

@@ -71,4 +71,10 @@ def build_conv1d(
     proj = nn.Conv1d(channels, width, 1)  # (B, C, T) -> (B, W, T)
     model = DilatedConvNet(proj, blocks, nn.Linear(2 * width, num_classes), dropout)
     init_weights(model, init)
+    if not bn and init != "default":
+        # Without BatchNorm each residual sum adds the branch's variance: scale the branches by
+        # depth**-0.5 (Fixup, Zhang et al. 2019) so activations, and the loss at init, stay put.
+        with torch.no_grad():
+            for block in blocks:
+                block.body[0].weight.mul_(depth**-0.5)
     return model

@@ -8,6 +8,7 @@ from torch import nn
 from dlrunner.errors import DlrunError
 
 SCHEMES = ("he", "glorot", "default")
+HEAD_GAIN = 0.1  # scale of the logits layer at init, relative to the scheme
 
 _CONVS_AND_LINEARS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
@@ -22,6 +23,9 @@ def init_weights(model: nn.Module, scheme: str) -> None:
     Both he and glorot zero the biases, set norm layers to identity (weight 1, bias 0) and
     give LSTMs xavier input weights and orthogonal recurrent weights (Saxe et al. 2014):
     their gates are sigmoid/tanh, so the ReLU gain of "he" would not fit them.
+    The last linear layer (the logits) starts HEAD_GAIN times smaller: no ReLU follows it, and
+    near-zero logits put the loss at init near ln C instead of an overconfident 1.5-10x that
+    (Karpathy 2019, "init well"; `dlrun mode=doctor` checks it).
     """
     if scheme not in SCHEMES:
         raise DlrunError(f"unknown init={scheme!r}; choose one of: {', '.join(SCHEMES)}")
@@ -43,6 +47,10 @@ def init_weights(model: nn.Module, scheme: str) -> None:
             _init_matrix(module.in_proj_weight, scheme)
             if module.in_proj_bias is not None:
                 nn.init.zeros_(module.in_proj_bias)
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if head:
+        with torch.no_grad():
+            head[-1].weight.mul_(HEAD_GAIN)
 
 
 def _init_matrix(weight: torch.Tensor, scheme: str) -> None:

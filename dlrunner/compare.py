@@ -1,0 +1,344 @@
+"""Compare finished (and unfinished) runs side by side: `dlrun mode=compare [dir=PATH]` or
+`dlrun-report [PATH] [--sort KEY] [--csv FILE] [--plot FILE]`.
+
+Every run folder under PATH (one with summary.json, or .hydra/ plus metrics.csv for a run that is
+still going or died without a summary) becomes one row: the overrides that differ between the runs,
+status, best and final metrics, best epoch, epochs run, wall time and the fit verdict. The table is
+printed with rich, written in full to a CSV file, and the validation curves of all runs are overlaid
+in one picture.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from dlrunner.console import fmt
+from dlrunner.errors import DlrunError
+
+METRICS = ("val/acc", "val/loss", "train/acc", "train/loss", "test/acc")
+SKIP_DIRS = {"checkpoints", "tensorboard", "mlruns", "__pycache__"}  # never hold a run; can be large
+# (column, header) of the printed table after the override columns; the CSV has every column
+SHOWN = (("status", "status"), ("epochs_run", "epochs"), ("best_epoch", "best\nepoch"),
+         ("best/val/acc", "val/acc\nbest"), ("best/val/loss", "val/loss\nbest"),
+         ("final/val/acc", "val/acc\nfinal"), ("final/val/loss", "val/loss\nfinal"),
+         ("final/train/acc", "train/acc\nfinal"), ("final/train/loss", "train/loss\nfinal"),
+         ("best/test/acc", "test/acc\nbest"), ("fit", "fit"), ("wall_time", "time"))
+
+
+@dataclass
+class Run:
+    """What one run folder says about itself."""
+
+    path: Path
+    name: str  # relative to the scanned folder
+    overrides: dict[str, str]
+    config: dict[str, Any]
+    choices: dict[str, str]
+    status: str
+    optimized_metric: str
+    value: float | None
+    best_epoch: int | None
+    epochs_run: int
+    wall_time: float | None
+    fit: str | None
+    final: dict[str, float]
+    best: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def setting(self, key: str) -> str:
+        """The value of an override key in this run: its own override, else its group choice or config value."""
+        if key in self.overrides:
+            return self.overrides[key]
+        if key in self.choices:
+            return str(self.choices[key])
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return ""
+            node = node[part]
+        return str(node)
+
+
+def is_run(folder: Path) -> bool:
+    return (folder / "summary.json").is_file() or ((folder / ".hydra").is_dir() and (folder / "metrics.csv").is_file())
+
+
+def find_runs(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every run folder under root (root itself included), in path order; a run's own sub-folders are not searched."""
+    skip = exclude.resolve() if exclude is not None else None
+    found = []
+    for here, dirs, _ in os.walk(root):
+        folder = Path(here)
+        if skip is not None and folder.resolve() == skip:
+            dirs.clear()
+            continue
+        if is_run(folder):
+            found.append(folder)
+            dirs.clear()
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+    return sorted(found)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """['optim.lr=1e-3', '+x=1', '~y'] -> {'optim.lr': '1e-3', 'x': '1', 'y': '<deleted>'}; hydra.* is not the job's."""
+    out = {}
+    for item in items or []:
+        key, eq, value = str(item).partition("=")
+        deleted = key.startswith("~")
+        key = key.lstrip("+~")
+        if key.startswith("hydra.") or key == "hydra":
+            continue
+        out[key] = value if eq and not deleted else "<deleted>"
+    return out
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    try:
+        with path.open(newline="") as f:
+            return [{k: _num(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except OSError:
+        return []
+
+
+def load_run(path: Path, root: Path) -> Run:
+    summary = _read_json(path / "summary.json")
+    config = _read_yaml(path / ".hydra" / "config.yaml") or {}
+    hydra_cfg = _read_yaml(path / ".hydra" / "hydra.yaml") or {}
+    choices = ((hydra_cfg.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    history = read_history(path / "metrics.csv")
+    metric = summary.get("optimized_metric") or config.get("optimized_metric") or "val/acc"
+    if summary:
+        final, best = summary.get("final") or {}, summary.get("best") or {}
+        value, best_epoch = _num(summary.get("value")), summary.get("best_epoch")
+        epochs_run, wall_time = int(summary.get("epochs_run") or 0), _num(summary.get("wall_time"))
+        status, fit = str(summary.get("status", "?")), (summary.get("fit") or {}).get("verdict")
+    else:  # still running, or killed before it could write a summary: what metrics.csv holds so far
+        scored = [r for r in history if r.get(metric) is not None]
+        pick = min if "loss" in metric else max
+        best = pick(scored, key=lambda r: r[metric]) if scored else {}
+        final = history[-1] if history else {}
+        value, best_epoch = best.get(metric), best.get("epoch")
+        epochs_run, wall_time, status, fit = len(history), None, "unfinished", None
+    name = str(path.relative_to(root)) if path != root else path.name
+    return Run(path=path, name=name, overrides=parse_overrides(_read_yaml(path / ".hydra" / "overrides.yaml")),
+               config=config, choices={str(k): v for k, v in choices.items()}, status=status,
+               optimized_metric=metric, value=value, best_epoch=int(best_epoch) if best_epoch is not None else None,
+               epochs_run=epochs_run, wall_time=wall_time, fit=fit,
+               final={k: _num(v) for k, v in final.items()}, best={k: _num(v) for k, v in best.items()},
+               history=history)
+
+
+def split_overrides(runs: list[Run]) -> tuple[dict[str, str], list[str]]:
+    """(common, differing): keys every run overrides with the same value, and the keys whose value differs."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
+    common, differing = {}, []
+    for k in keys:
+        if all(k in r.overrides for r in runs) and len({r.overrides[k] for r in runs}) == 1:
+            common[k] = runs[0].overrides[k]
+        else:
+            differing.append(k)
+    return common, differing
+
+
+def record(run: Run, keys: list[str], metrics: list[str]) -> dict[str, Any]:
+    """One flat row: the run's settings for `keys`, then its numbers."""
+    row: dict[str, Any] = {"run": run.name}
+    row |= {k: run.setting(k) for k in keys}
+    row |= {"status": run.status, "optimized_metric": run.optimized_metric, "value": run.value,
+            "best_epoch": run.best_epoch, "epochs_run": run.epochs_run}
+    row |= {f"best/{m}": run.best.get(m) for m in metrics}
+    row |= {f"final/{m}": run.final.get(m) for m in metrics}
+    row |= {"wall_time": run.wall_time, "fit": run.fit, "path": str(run.path.resolve())}
+    return row
+
+
+def sort_column(key: str | None, rows: list[dict], default_metric: str) -> str:
+    """A sort key as the user writes it (val/acc, final/val/loss, optim.lr) -> a column name."""
+    key = key or default_metric
+    if rows and key not in rows[0] and f"best/{key}" in rows[0]:
+        return f"best/{key}"
+    if rows and key not in rows[0]:
+        raise DlrunError(f"sort={key}: not a column; use one of {', '.join(rows[0])}")
+    return key
+
+
+def higher_first(column: str, rows: list[dict]) -> bool:
+    """Accuracies best (highest) first, losses and times lowest first; `value` follows its metric."""
+    if column == "value":
+        metric = rows[0]["optimized_metric"] if rows else "val/acc"
+        return "loss" not in metric
+    return "acc" in column
+
+
+def sort_rows(rows: list[dict], column: str) -> list[dict]:
+    def key(row):
+        v = row.get(column)
+        num = _num(v) if not isinstance(v, bool) else None
+        missing = v is None or v == "" or (num is None and isinstance(v, float))
+        if num is not None:
+            return (missing, -num if desc else num, "")
+        return (missing, 0.0, str(v))
+    desc = higher_first(column, rows)
+    return sorted(rows, key=key)
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return path
+
+
+def label(run: Run, differing: list[str]) -> str:
+    return ", ".join(f"{k}={run.setting(k)}" for k in differing) or run.name
+
+
+def plot(runs: list[Run], labels: dict[str, str], path: Path) -> Path:
+    """val/acc and val/loss against epoch, one line per run, in the order of the table."""
+    from dlrunner.plots import _plt
+
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, metric in zip(axes, ("val/acc", "val/loss")):
+        for run in runs:
+            pts = [(r["epoch"], r[metric]) for r in run.history if r.get(metric) is not None and r.get("epoch")]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=labels[run.name])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not fractions of one
+        ax.grid(alpha=0.3)
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.suptitle(f"validation curves of {len(runs)} runs", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def table(rows: list[dict], differing: list[str], column: str, title: str) -> Table:
+    present = [(c, h) for c, h in SHOWN if any(r.get(c) not in (None, "") for r in rows)]
+    t = Table(title=title, show_edge=True)
+    for name in ["run", *differing]:
+        t.add_column(name + (" ^" if name == column else ""), style="bold" if name in differing else None)
+    for c, h in present:
+        t.add_column(h + (" ^" if c == column else ""), justify="right" if c not in ("status", "fit") else "left")
+    for row in rows:
+        cells = [row["run"], *(row[k] for k in differing)]
+        for c, _ in present:
+            v = row.get(c)
+            cells.append("" if v is None else f"{v:.1f}s" if c == "wall_time" else fmt(v))
+        t.add_row(*map(str, cells))
+    return t
+
+
+def compare(root: str | Path, sort: str | None = None, csv_path: Path | None = None, plot_path: Path | None = None,
+            console: Console | None = None, exclude: Path | None = None) -> list[dict]:
+    """Scan root, print the table, write the CSV and the picture; returns the sorted rows."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DlrunError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DlrunError(f"{root}: not a folder")
+    runs = [load_run(p, root) for p in find_runs(root, exclude)]
+    if not runs:
+        raise DlrunError(f"no runs found under {root}")
+    common, differing = split_overrides(runs)
+    metrics = [m for m in METRICS if any(m in r.best or m in r.final for r in runs)]
+    rows = [record(r, [*common, *differing], metrics) for r in runs]
+    default = Counter(r.optimized_metric for r in runs).most_common(1)[0][0]
+    column = sort_column(sort, rows, default)
+    rows = sort_rows(rows, column)
+    console = console or report_console()
+    order = "highest first" if higher_first(column, rows) else "lowest first"
+    if common:
+        console.print("common: " + " ".join(f"{k}={v}" for k, v in common.items()))
+    console.print(table(rows, differing, column, f"{len(runs)} runs under {root}, by {column} ({order})"))
+    by_name = {r.name: r for r in runs}
+    ordered = [by_name[row["run"]] for row in rows]
+    written = []
+    if csv_path is not None:
+        written.append(write_csv(rows, Path(csv_path)))
+    if plot_path is not None:
+        written.append(plot(ordered, {r.name: label(r, differing) for r in runs}, Path(plot_path)))
+    if written:
+        console.print("wrote " + ", ".join(str(p) for p in written))
+    return rows
+
+
+def report_console() -> Console:
+    """A table is as wide as it needs to be; off a terminal (a pipe, a file) it is not squeezed into 80 columns."""
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
+
+
+def run_mode(cfg, run_dir: Path) -> None:
+    """mode=compare: scan `dir` (default out_dir); compare.csv and compare.png go into this run's own folder."""
+    rows = compare(cfg.get("dir") or cfg.out_dir, sort=cfg.get("sort"), csv_path=run_dir / "compare.csv",
+                   plot_path=run_dir / "compare.png", exclude=run_dir)
+    if cfg.get("csv"):
+        report_console().print(f"wrote {write_csv(rows, Path(str(cfg.csv)))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script `dlrun-report`."""
+    p = argparse.ArgumentParser(prog="dlrun-report", description="Compare the runs under a folder (default outputs/): "
+                                "a table of the overrides that differ and the metrics, a CSV and the validation curves.")
+    p.add_argument("path", nargs="?", default="outputs", help="folder to scan: outputs/, a sweep folder, ... "
+                   "(default: outputs)")
+    p.add_argument("--sort", help="column to sort by: val/acc, final/val/loss, wall_time, optim.lr, ... "
+                   "(default: the optimized metric, best first)")
+    p.add_argument("--csv", default="compare.csv", help="CSV file with every column (default: ./compare.csv)")
+    p.add_argument("--plot", default="compare.png", help="picture of the validation curves (default: ./compare.png)")
+    args = p.parse_args(argv)
+    try:
+        compare(args.path, sort=args.sort, csv_path=Path(args.csv), plot_path=Path(args.plot))
+    except DlrunError as e:
+        print(f"dlrun-report: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

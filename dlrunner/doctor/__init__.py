@@ -1,0 +1,81 @@
+"""`dlrun mode=doctor`: the guides' bug checklist run on the configured job before training.
+
+Each check measures something, gives a verdict (pass / warn / fail), the evidence and the fix;
+the single-batch overfit's failure shape is mapped to the guides' causes, ranked by what the
+other checks found. Writes doctor.md and doctor.json; the exit status is 1 when a check fails."""
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlrunner.doctor import checks, training
+from dlrunner.doctor.core import Exam, Finding
+from dlrunner.doctor.report import print_report, write_report
+
+# key -> (the check, whether it needs the run folder)
+CHECKS: dict[str, Callable] = {
+    "data": lambda ex, d: checks.data_look(ex, d),
+    "model": lambda ex, d: checks.model_look(ex),
+    "loss_init": lambda ex, d: checks.loss_at_init(ex),
+    "loss_inputs": lambda ex, d: checks.loss_inputs(ex),
+    "mode": lambda ex, d: checks.train_eval_mode(ex),
+    "gradients": lambda ex, d: checks.gradient_flow(ex),
+    "numerics": lambda ex, d: checks.numerics(ex),
+    "overfit": lambda ex, d: training.overfit_one_batch(ex),
+    "baselines": lambda ex, d: training.baselines(ex),
+    "capacity": lambda ex, d: training.capacity(ex),
+    "memory": lambda ex, d: checks.memory(ex),
+    "logging": lambda ex, d: checks.logging_sanity(ex),
+}
+
+
+def examine(job, run_dir: Path, opts: dict, progress: Callable[[str], None] = lambda k: None) -> Exam:
+    """Run the selected checks on a built job; the findings are in exam.findings, in order."""
+    ex = Exam(job, opts)
+    skip = set(opts.get("skip") or [])
+    unknown = skip - set(CHECKS)
+    if unknown:
+        from dlrunner.errors import DlrunError
+        raise DlrunError(f"doctor.skip: unknown check {sorted(unknown)[0]!r}; checks: {', '.join(CHECKS)}")
+    for key, fn in CHECKS.items():
+        if key in skip:
+            continue
+        progress(key)
+        t0 = time.perf_counter()
+        try:
+            finding = fn(ex, run_dir)
+        except Exception as e:  # a broken user model must not take the whole examination down
+            finding = Finding(key, key)
+            last = traceback.extract_tb(e.__traceback__)[-1]
+            finding.add("fail", f"the check crashed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                                f"(at {Path(last.filename).name}:{last.lineno})",
+                        "fix this error first: training would hit it too")
+            try:
+                ex.reset()
+            except Exception:
+                pass
+        finding.seconds = time.perf_counter() - t0
+        ex.findings[key] = finding
+    ex.causes = training.rank_causes(ex)
+    return ex
+
+
+def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out) -> int:
+    """Build the configured job, examine it, report; returns the exit status (1 if a check failed)."""
+    from dlrunner.build import build_job, pick_device
+
+    t0 = time.time()
+    opts = OmegaConf.to_container(cfg.doctor, resolve=True) if cfg.get("doctor") is not None else {}
+    job = build_job(cfg, pick_device(str(cfg.device)), out.warn, choices)
+    out.info(f"dlrun doctor: {job.data.name} {job.data.sizes()} -> {type(job.base_model).__name__} on "
+             f"{job.device}, {job.precision.name}; run folder {run_dir}")
+    ex = examine(job, run_dir, opts, progress=out.doctor_progress if hasattr(out, "doctor_progress") else
+                 (lambda k: None))
+    wall = time.time() - t0
+    print_report(ex, out.console, wall)
+    write_report(ex, run_dir, wall, OmegaConf.to_yaml(cfg, resolve=True))
+    return 1 if any(f.status == "fail" for f in ex.findings.values()) else 0

@@ -1,0 +1,147 @@
+"""A bug zoo: small user models, data sets and losses with one planted bug each, passed to dlrun
+by `_target_` exactly as a user would. tests/test_doctor.py checks the doctor names each one."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlrunner.data.core import from_tensors
+
+
+def _net(in_shape, num_classes, dropout: float = 0.0) -> nn.Sequential:
+    c, h, w = in_shape
+    layers = [nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+              nn.Linear(8 * (h // 2) * (w // 2), 64), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers, nn.Linear(64, num_classes))
+
+
+# --- models ---------------------------------------------------------------------------------
+
+def healthy(in_shape, num_classes):
+    return _net(in_shape, num_classes)
+
+
+def softmax_head(in_shape, num_classes):
+    """Bug: a Softmax at the end, in front of cross-entropy (which wants logits)."""
+    return nn.Sequential(_net(in_shape, num_classes), nn.Softmax(dim=1))
+
+
+class Detached(nn.Module):
+    """Bug: the features are detached, so the conv layer never learns."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        c, h, w = in_shape
+        self.features = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(8 * (h // 2) * (w // 2), 64), nn.ReLU(), nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x).detach())
+
+
+def frozen_layer(in_shape, num_classes):
+    """Bug: the first layer is frozen in a model trained from scratch."""
+    net = _net(in_shape, num_classes)
+    for p in net[0].parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class StuckInEval(nn.Module):
+    """Bug: train() is overridden and always switches to eval mode, so dropout never trains."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.net = _net(in_shape, num_classes, dropout=0.5)
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class LogOfNegative(nn.Module):
+    """Bug: a log applied to values that go negative (a 'log-scaled' feature of centred activations)."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        c, h, w = in_shape
+        self.conv = nn.Conv2d(c, 8, 3, padding=1)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * h * w, num_classes))
+
+    def forward(self, x):
+        return self.head(LogLayer()(self.conv(x)))
+
+
+class LogLayer(nn.Module):
+    def forward(self, x):
+        return torch.log(x)
+
+
+# --- losses ---------------------------------------------------------------------------------
+
+class FlippedSign(nn.Module):
+    """Bug: the sign is flipped; the optimizer maximizes the loss."""
+
+    def forward(self, logits, target):
+        return -F.cross_entropy(logits, target)
+
+
+class NllOfLogits(nn.Module):
+    """Bug: log of the raw logits (some negative) fed to NLL."""
+
+    def forward(self, logits, target):
+        return F.nll_loss(torch.log(logits), target)
+
+
+class RunningMeanLoss:
+    """Bug: a metric accumulator that is never reset; it returns the mean over every call so far."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0
+
+    def __call__(self, logits, target):
+        loss = F.cross_entropy(logits, target)
+        self.total, self.count = self.total + float(loss), self.count + 1
+        return loss - float(loss) + self.total / self.count  # gradient of this batch, value of the history
+
+
+# --- data -----------------------------------------------------------------------------------
+
+def _raw_digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().unsqueeze(1)  # (N, 1, 8, 8), values 0..16
+    return x, d.target.astype(np.int64), [str(i) for i in range(10)]
+
+
+def shuffled_labels(**knobs):
+    """Bug: labels permuted independently of the inputs (e.g. two lists sorted differently)."""
+    x, y, names = _raw_digits()
+    y = np.random.default_rng(0).permutation(y)
+    return from_tensors("shuffled_digits", x / 16, y, names, "image", **_keep(knobs))
+
+
+def unscaled(**knobs):
+    """Bug: raw 0-255 pixels, no scaling, no normalization."""
+    x, y, names = _raw_digits()
+    knobs = {**_keep(knobs), "normalize": False}
+    return from_tensors("unscaled_digits", (x * 255 / 16).round(), y, names, "image", **knobs)
+
+
+def small_digits(**knobs):
+    """Healthy: the 8x8 digits scaled to [0, 1] and normalized."""
+    x, y, names = _raw_digits()
+    return from_tensors("digits8", x / 16, y, names, "image", **_keep(knobs))
+
+
+def _keep(knobs: dict) -> dict:
+    ok = ("fraction", "classes", "val_fraction", "test_fraction", "split_seed", "batch_size", "normalize")
+    return {k: v for k, v in knobs.items() if k in ok}
+
