@@ -44,6 +44,8 @@ def call(node: DictConfig | dict, group: str, note: Callable[[str], None] | None
     partial = node.pop("_partial_", False)
     kwargs = {**node, **extra}
     params = inspect.signature(target).parameters
+    if inspect.isclass(target) and issubclass(target, nn.Module) and target.__init__ is nn.Module.__init__:
+        params = {}  # a Module without its own __init__ takes no arguments (Module's *args, **kwargs reject them)
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         dropped = [k for k in kwargs if k not in params and k not in extra]
         if dropped and note:

@@ -107,7 +107,8 @@ def test_labels_shuffled(exam):
     assert "labels do not match the inputs" in b.items[0].fix
     # the real run is no better than training on shuffled labels: within 2 points
     assert b.details["margin"] < 0.02
-    assert ex.findings["overfit"].status == "pass"  # optimization itself works: it is the data
+    assert ex.findings["overfit"].details["working_factor"] is not None  # a batch can be memorized: it is the data
+    assert "no better than a baseline" in b.items[0].evidence
 
 
 def test_inputs_not_normalized(exam):

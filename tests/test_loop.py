@@ -112,7 +112,7 @@ def test_fp16_gradients_are_unscaled_before_clipping():
 
 
 def test_bf16_autocast_on_cpu_trains(make_cfg):
-    job = build_job(make_cfg("debug=smoke", "trick=amp"), CPU, print)
+    job = build_job(make_cfg("debug=smoke", "trick=amp", "optim.lr=3e-3"), CPU, print)
     assert job.precision.name == "bf16-mixed"
     with job.precision.autocast():
         assert job.model(job.data.val.x[:4]).dtype == torch.bfloat16

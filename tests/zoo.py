@@ -72,10 +72,11 @@ class LogOfNegative(nn.Module):
         super().__init__()
         c, h, w = in_shape
         self.conv = nn.Conv2d(c, 8, 3, padding=1)
+        self.log = LogLayer()
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * h * w, num_classes))
 
     def forward(self, x):
-        return self.head(LogLayer()(self.conv(x)))
+        return self.head(self.log(self.conv(x)))
 
 
 class LogLayer(nn.Module):

@@ -38,7 +38,7 @@ def data_look(ex: Exam, run_dir: Path) -> Finding:
     sizes = d.sizes()
     f.details["sizes"] = sizes
     f.add("pass", f"splits train {sizes['train']} / val {sizes['val']} / test {sizes['test']}")
-    if sizes["val"] < 100:
+    if sizes["val"] < 20:
         f.add("warn", f"val has {sizes['val']} samples: accuracy moves in steps of {100 / max(sizes['val'], 1):.1f} "
                       "points and its noise hides real changes", "raise data.val_fraction or use more data")
     x, y = ex.x, ex.y
@@ -258,8 +258,9 @@ def train_eval_mode(ex: Exam) -> Finding:
     f = Finding("mode", "Train/eval mode")
     ex.reset()
     model, x = ex.model, ex.x
-    dependent = [n for n, m in model.named_modules()
-                 if isinstance(m, (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm))]
+    dependent = [n for n, m in model.named_modules()  # dropout with p=0 behaves the same in both modes
+                 if (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
+                 or isinstance(m, nn.modules.batchnorm._BatchNorm)]
     model.eval()
     buffers = {n: b.clone() for n, b in model.named_buffers()}
     with torch.no_grad(), ex.job.precision.autocast():
