@@ -166,7 +166,7 @@ def test_lr_diagnosed_when_a_lower_lr_fixes_it(exam):
 
 HEALTHY = [
     [],  # the default job: lenet on digits
-    ["model=resnet"],
+    ["model=resnet", "doctor.time_budget=8", "doctor.skip=[capacity]"],  # kept short: ~1 s per step here
     ["data=mnist1d", "model=lstm"],
     ["data=mnist1d", "model=conv1d"],
     ["data=mnist1d", "model=transformer"],
@@ -244,3 +244,44 @@ def test_nan_during_training_stops_with_localization(dlrun):
     assert s["status"] == "diverged"
     assert s["nonfinite"]["origin"] not in (None, "inputs")
     assert s["nonfinite"]["step"] >= 0
+
+
+# --- more of the checklist, planted by hand -------------------------------------------------------
+
+def test_softmax_over_the_wrong_dim(exam):
+    ex = exam("model._target_=tests.zoo.softmax_wrong_dim", skip=SLOW_CHECKS + ("overfit",))
+    assert "softmax over the wrong dimension" in evidence(ex, "loss_inputs")
+
+
+def test_prediction_target_broadcasting(exam):
+    ex = exam("loss._target_=tests.zoo.BroadcastMSE", skip=SLOW_CHECKS + ("overfit",))
+    assert ex.findings["loss_inputs"].status == "fail"
+    assert "broadcast" in evidence(ex, "loss_inputs")
+
+
+def test_parameters_missing_from_the_optimizer(make_cfg, tmp_path):
+    cfg = make_cfg()
+    job = build_job(cfg, torch.device("cpu"), lambda m: None)
+    head = set(map(id, job.model.classifier[-1].parameters()))
+    for g in job.optimizer.param_groups:
+        g["params"] = [p for p in g["params"] if id(p) not in head]
+    ex = examine(job, tmp_path, {"skip": ["overfit", "baselines", "capacity"]})
+    assert "2 trainable tensors are not in the optimizer: classifier.5.weight, classifier.5.bias" \
+        in evidence(ex, "gradients")
+
+
+def test_dead_relus_and_vanishing_gradients(make_cfg, tmp_path):
+    cfg = make_cfg()
+    job = build_job(cfg, torch.device("cpu"), lambda m: None)
+    with torch.no_grad():
+        job.model.features[0].bias.fill_(-100.0)  # every first-layer unit is off for every input
+    ex = examine(job, tmp_path, {"skip": ["overfit", "baselines", "capacity"]})
+    ev = evidence(ex, "gradients")
+    assert "`features.1`: 100% of its 6 ReLU units are dead" in ev
+    assert "all-zero gradient: features.0.weight, features.0.bias" in ev
+
+
+def test_saturated_tanh_and_unnormalized_features(exam):
+    ex = exam("data=tabular", "data.normalize=false", "model=mlp", "model.act=tanh", skip=SLOW_CHECKS)
+    assert ex.findings["data"].status in ("warn", "fail") and "not normalized" in evidence(ex, "data")
+    assert "saturate (|x| >= 5)" in evidence(ex, "gradients")

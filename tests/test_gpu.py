@@ -42,3 +42,16 @@ def test_channels_last_on_cuda(make_cfg):
                              "trick=[amp,channels_last]"), CUDA, print)
     x, _ = job.tricks.on_batch(next(job.train.iterate(0))[1], 0)
     assert x.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_doctor_measures_memory_on_cuda(make_cfg, tmp_path):
+    from dlrunner.doctor import examine
+
+    job = build_job(make_cfg("device=cuda"), CUDA, print)
+    ex = examine(job, tmp_path, {"skip": ["overfit", "baselines", "capacity"]})
+    m = ex.findings["memory"]
+    assert m.status == "pass", [i.evidence for i in m.items]
+    assert m.details["peak_bytes_per_batch"] > 0
+    assert m.details["estimated_max_batch"] >= m.details["batch"]
+    assert len(m.details["allocated_per_step"]) == 12
+    assert all(f.status != "fail" for f in ex.findings.values())

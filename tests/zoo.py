@@ -146,3 +146,15 @@ def _keep(knobs: dict) -> dict:
     ok = ("fraction", "classes", "val_fraction", "test_fraction", "split_seed", "batch_size", "normalize")
     return {k: v for k, v in knobs.items() if k in ok}
 
+
+
+def softmax_wrong_dim(in_shape, num_classes):
+    """Bug: softmax over the batch dimension."""
+    return nn.Sequential(_net(in_shape, num_classes), nn.Softmax(dim=0))
+
+
+class BroadcastMSE(nn.Module):
+    """Bug: a (B, 1) prediction against a (B,) target broadcasts to (B, B)."""
+
+    def forward(self, logits, target):
+        return F.mse_loss(logits.max(1, keepdim=True).values, target.float())

@@ -159,13 +159,13 @@ def _zero_acc(ex: Exam) -> float:
     return correct / max(n, 1)
 
 
-def budget(ex: Exam, steps: int, share: float, runs: int = 1) -> int:
-    """Fewer steps for a slow model: `share` of doctor.time_budget seconds, at least a quarter of `steps`."""
+def budget(ex: Exam, steps: int, share: float, runs: int = 1, floor: int = 40) -> int:
+    """Fewer steps for a slow model: `share` of doctor.time_budget seconds, but at least `floor`."""
     seconds = float(ex.opts.get("time_budget", 0) or 0)
     t = getattr(ex, "step_time", None)
     if not seconds or not t:
         return steps
-    return max(steps // 4, min(steps, int(seconds * share / (runs * t))))
+    return max(min(floor, steps), min(steps, int(seconds * share / (runs * t))))
 
 
 def baselines(ex: Exam) -> Finding:
@@ -208,7 +208,7 @@ def capacity(ex: Exam) -> Finding:
     xs, ys = ex.sample(ex.job.train, n)
     bs = min(ex.job.data.batch_size, 32)  # more updates per pass over a small subset
     per_epoch = max(1, -(-len(ys) // bs))
-    epochs = max(1, budget(ex, int(ex.opts.get("capacity_steps", 1000)), 0.3) // per_epoch)
+    epochs = max(1, budget(ex, int(ex.opts.get("capacity_steps", 1000)), 0.3, floor=120) // per_epoch)
     tries = []
     for factor in (1.0, 10.0):  # the question is capacity, not the LR: a faster LR may answer it
         acc, hist = _memorize(ex, xs, ys, bs, epochs, factor)
