@@ -24,7 +24,7 @@ run: $(VENV)/.installed
 	$(BIN)/dlrun $(ARGS)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 $(ARGS)
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py $(ARGS)

@@ -6,6 +6,8 @@
    minimal hand-written loop (train + val), same model, data, batch size and seed, run
    alternately in one process; the ratio of medians.
 3. determinism: two runs with the same seed give identical metrics.
+4. doctor: `dlrun mode=doctor` on every model rung with its bundled data: wall time incl. start-up,
+   verdict counts, and the seconds of each check.
 """
 from __future__ import annotations
 
@@ -196,11 +198,34 @@ def determinism(tmp: Path) -> dict:
     return {"identical_metrics": rows[0] == rows[1]}
 
 
+DOCTOR_JOBS = {"lenet / digits (default)": [], "resnet / digits": ["model=resnet"],
+               "lstm / mnist1d": ["data=mnist1d", "model=lstm"], "conv1d / mnist1d": ["data=mnist1d", "model=conv1d"],
+               "transformer / mnist1d": ["data=mnist1d", "model=transformer"], "mlp / tabular": ["data=tabular", "model=mlp"]}
+
+
+def doctor(tmp: Path) -> dict:
+    out = {}
+    for name, args in DOCTOR_JOBS.items():
+        d = tmp / ("doctor-" + name.split()[0])
+        d.mkdir()
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-m", "dlrunner", "mode=doctor", *args, "hydra.run.dir=outputs/run"],
+                              cwd=d, capture_output=True, text=True)
+        wall = time.time() - t0
+        doc = json.loads((d / "outputs" / "run" / "doctor.json").read_text())
+        out[name] = {"command": " ".join(["dlrun mode=doctor", *args]), "exit": proc.returncode,
+                     "wall_s_incl_startup": round(wall, 2), "counts": doc["counts"],
+                     "seconds": {c["key"]: c["seconds"] for c in doc["checks"]}}
+        print(name, out[name], flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tricks", nargs="*", default=None, help="with --only tricks: just these")
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
-    ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism"], default=None)
+    ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor"],
+                    default=None)
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
     with tempfile.TemporaryDirectory() as t:
@@ -217,6 +242,8 @@ def main() -> None:
             res["tricks"] = tricks(tmp, args.tricks)
         if args.only in (None, "determinism"):
             res["determinism"] = determinism(tmp)
+        if args.only in (None, "doctor"):
+            res["doctor"] = doctor(tmp)
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)

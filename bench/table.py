@@ -39,6 +39,12 @@ if "precompute" in r:
           f"{p['cache_true']['median_epoch_s'] * 1000:.0f} ms vs {p['cache_false']['median_epoch_s'] * 1000:.0f} ms "
           f"({p['speedup']}x); {p['cache_true']['best_val_acc'] * 100:.1f}% vs {p['cache_false']['best_val_acc'] * 100:.1f}% |")
 print(f"| `dlrun debug=smoke seed=7` twice | identical metrics.csv | {r['determinism']['identical_metrics']} |")
+for name, d in r.get("doctor", {}).items():
+    c = d["counts"]
+    slow = max(d["seconds"], key=d["seconds"].get)
+    print(f"| `{d['command']}` ({name}) | exit status; checks passed / warned / failed / skipped; wall time incl. "
+          f"start-up (slowest check) | {d['exit']}; {c['pass']} / {c['warn']} / {c['fail']} / {c['skip']}; "
+          f"{d['wall_s_incl_startup']:.1f} s ({slow} {d['seconds'][slow]:.1f} s) |")
 
 if "tricks" in r:
     import yaml  # PyYAML comes with hydra-core

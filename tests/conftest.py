@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from dlrunner.cli import CONF_DIR
 from dlrunner.rundir import register_resolvers
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one intra-op thread per test worker when the suite runs in parallel (make test: pytest -n 2)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
 def _has_cuda() -> bool:
