@@ -15,6 +15,25 @@ def _plt():
     return plt
 
 
+def _draw(ax, sample: torch.Tensor, modality: str, lo: float, hi: float, labelsize: int) -> None:
+    """One sample in one panel: an image (grey on the batch's range; RGB stretched to [0, 1] when it
+    is not already there), or a sequence as one line per channel."""
+    if modality == "image":
+        if sample.shape[0] == 3:
+            img = sample.permute(1, 2, 0)
+            if float(img.min()) < 0 or float(img.max()) > 1:
+                img = (img - img.min()) / (img.max() - img.min() + 1e-12)
+            ax.imshow(img.numpy())
+        else:
+            ax.imshow(sample[0].numpy(), cmap="gray", vmin=lo, vmax=hi)
+        return
+    ax.axis("on")
+    for c in range(sample.shape[0]):
+        ax.plot(sample[c].numpy(), lw=1)
+    ax.set_ylim(lo, hi)
+    ax.tick_params(labelsize=labelsize)
+
+
 def curves(history: list[dict], path: str | Path) -> Path:
     """Train and val loss and accuracy per epoch; the LR on a second axis."""
     plt = _plt()
@@ -59,16 +78,7 @@ def samples(x: torch.Tensor, y: torch.Tensor, class_names: list[str], modality: 
             ax.axis("off")
             if i >= len(x):
                 continue
-            if modality == "image":
-                img = x[i].permute(1, 2, 0).numpy() if x.shape[1] == 3 else x[i, 0].numpy()
-                ax.imshow((img - lo) / (hi - lo + 1e-12) if x.shape[1] == 3 else img,
-                          cmap="gray", vmin=lo, vmax=hi)
-            else:
-                ax.axis("on")
-                for c in range(x.shape[1]):
-                    ax.plot(x[i, c].numpy(), lw=1)
-                ax.set_ylim(lo, hi)
-                ax.tick_params(labelsize=5)
+            _draw(ax, x[i], modality, lo, hi, labelsize=5)
             ax.set_title(class_names[int(y[i])], fontsize=8)
     fig.suptitle(f"inputs as the net sees them: shape {tuple(x.shape[1:])}, range [{lo:.2f}, {hi:.2f}]", fontsize=9)
     fig.tight_layout()
@@ -139,20 +149,7 @@ def top_losses(x: torch.Tensor, rows: list[dict], class_names: list[str], modali
             ax.axis("off")
             if i >= len(rows):
                 continue
-            if modality == "image":
-                if x.shape[1] == 3:
-                    img = x[i].permute(1, 2, 0)
-                    if float(img.min()) < 0 or float(img.max()) > 1:  # not [0, 1] pixels: stretch to show
-                        img = (img - img.min()) / (img.max() - img.min() + 1e-12)
-                    ax.imshow(img.numpy())
-                else:
-                    ax.imshow(x[i, 0].numpy(), cmap="gray", vmin=lo, vmax=hi)
-            else:
-                ax.axis("on")
-                for c in range(x.shape[1]):
-                    ax.plot(x[i, c].numpy(), lw=1)
-                ax.set_ylim(lo, hi)
-                ax.tick_params(labelsize=6)
+            _draw(ax, x[i], modality, lo, hi, labelsize=6)
             ax.set_title(titles[i], fontsize=9)
     fig.suptitle("highest losses (title: true/pred/prob/loss; prob of the predicted class)", fontsize=10)
     if modality != "tabular":  # fixed margins: tight_layout over 16 panels costs more than the drawing

@@ -16,7 +16,7 @@ from dlrunner.doctor import checks, training
 from dlrunner.doctor.core import Exam, Finding
 from dlrunner.doctor.report import print_report, write_report
 
-# key -> (the check, whether it needs the run folder)
+# key -> the check (called with the exam and the run folder), in the order they run
 CHECKS: dict[str, Callable] = {
     "data": lambda ex, d: checks.data_look(ex, d),
     "model": lambda ex, d: checks.model_look(ex),
@@ -33,7 +33,7 @@ CHECKS: dict[str, Callable] = {
 }
 
 
-def examine(job, run_dir: Path, opts: dict, progress: Callable[[str], None] = lambda k: None) -> Exam:
+def examine(job, run_dir: Path, opts: dict) -> Exam:
     """Run the selected checks on a built job; the findings are in exam.findings, in order."""
     ex = Exam(job, opts)
     skip = set(opts.get("skip") or [])
@@ -44,7 +44,6 @@ def examine(job, run_dir: Path, opts: dict, progress: Callable[[str], None] = la
     for key, fn in CHECKS.items():
         if key in skip:
             continue
-        progress(key)
         t0 = time.perf_counter()
         try:
             finding = fn(ex, run_dir)
@@ -73,8 +72,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out) -> int:
     job = build_job(cfg, pick_device(str(cfg.device)), out.warn, choices)
     out.info(f"dlrun doctor: {job.data.name} {job.data.sizes()} -> {type(job.base_model).__name__} on "
              f"{job.device}, {job.precision.name}; run folder {run_dir}")
-    ex = examine(job, run_dir, opts, progress=out.doctor_progress if hasattr(out, "doctor_progress") else
-                 (lambda k: None))
+    ex = examine(job, run_dir, opts)
     wall = time.time() - t0
     print_report(ex, out.console, wall)
     write_report(ex, run_dir, wall, OmegaConf.to_yaml(cfg, resolve=True))

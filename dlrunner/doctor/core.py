@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,22 +57,6 @@ class Finding:
                 "items": [vars(i) for i in self.items], "details": self.details}
 
 
-class Capped:
-    """The first `limit` batches of a batch source, with the same iterate() interface."""
-
-    def __init__(self, batches, limit: int):
-        self.batches, self.limit = batches, limit
-
-    def iterate(self, epoch: int = 0, start: int = 0) -> Iterator:
-        for i, b in self.batches.iterate(epoch, start):
-            if i >= self.limit:
-                return
-            yield i, b
-
-    def __len__(self) -> int:
-        return min(self.limit, len(self.batches))
-
-
 class Exam:
     """The configured job plus what the checks need: its initial state (restored before every
     experiment), a fixed first batch, and a sample of each split."""
@@ -88,7 +72,6 @@ class Exam:
             _, (x, y) = next(job.train.iterate(0))
         self.x, self.y = x, y  # the exact first batch the net receives
         self.findings: dict[str, Finding] = {}
-        self.dropout_off = False
 
     def reset(self) -> None:
         """Back to the initial weights (every experiment starts from the same point)."""

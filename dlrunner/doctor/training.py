@@ -57,8 +57,8 @@ def fit_batch(ex: Exam, steps: int, lr_factor: float, extend: int = 4) -> dict:
             loss, acc = ex.step(opt, ex.x, ex.y)
             losses.append(loss)
             accs.append(acc)
-            if not math.isfinite(loss) or (len(losses) > 10 and loss > 100 * max(losses[0], 1e-8)):
-                break
+            if not math.isfinite(loss) or (len(losses) > 10 and abs(loss) > 100 * max(abs(losses[0]), 1e-8)):
+                break  # exploded (either sign): the rest of the curve adds nothing but time
             if acc >= 1.0 and len(losses) >= 10 and loss < 0.5 * losses[0]:  # converged: the rest of the budget is not needed
                 break
     ex.step_time = (time.perf_counter() - t0) / max(len(losses), 1)
