@@ -21,7 +21,8 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 PROB_LAYERS = (nn.Softmax, nn.Sigmoid, nn.Softmax2d)
 
 
-def _channel_stats(x: torch.Tensor, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (per-feature) mean and raw std; unlike data.core.norm_stats, a constant channel keeps std 0."""
     x = x.float()
     dims = (0,) if x.dim() == 2 else tuple(d for d in range(x.dim()) if d != 1)
     return x.mean(dims), x.std(dims)
@@ -55,7 +56,7 @@ def data_look(ex: Exam, run_dir: Path) -> Finding:
         f.add("fail", f"{int((~finite).sum())} NaN/Inf values in {len(xs)} training inputs",
               "clean or impute the data before training")
         xs = torch.nan_to_num(xs)
-    mean, std = _channel_stats(xs, d.modality)
+    mean, std = _channel_stats(xs)
     lo, hi = float(xs.min()), float(xs.max())
     f.details |= {"range": [lo, hi], "mean": [round(float(v), 4) for v in mean[:16]],
                   "std": [round(float(v), 4) for v in std[:16]]}

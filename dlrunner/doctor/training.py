@@ -10,12 +10,11 @@ import torch
 
 from dlrunner.doctor.core import Exam, Finding, set_dropout
 
-SHAPES = ("converges", "explodes", "goes up", "oscillates", "plateaus", "slow")
-
 
 def curve_shape(losses: list[float], accs: list[float]) -> str:
     """Classify a single-batch training curve (REFERENCE thresholds):
-    converges: final < 1% of initial, or 100% batch accuracy with the loss below half its start; explodes: non-finite or > 10x initial;
+    converges: final < 1% of initial, or 100% batch accuracy with the loss below half its start;
+    explodes: non-finite or > 10x initial;
     goes up: last-20% median > 1.1x first-10% median; oscillates: > 40% sign flips of the loss delta
     with swings > 20% of the mean; plateaus: < 1% gain over the last 100 steps while above 10% of
     initial; slow: still improving, not done."""
