@@ -5,7 +5,6 @@ parameters, batch size, activation), each stage with the earlier stages' incumbe
 Trials go through whichever Hydra launcher is configured (`self.launcher.launch`), so the same
 sweep runs in-process, on joblib, Ray or SLURM. The search settings live in the job config's
 `sweep:` block (conf/sweep/importance.yaml), so they are overridable like any other key."""
-from __future__ import annotations
 
 import math
 import time
@@ -299,7 +298,8 @@ class ImportanceSweeper(Sweeper):
         if inc:
             result["best"] = {"values": inc["values"], "metric": _mean(inc["trials"]),
                               "seeds": [t.seed for t in inc["trials"]], "trials": [t.trial for t in inc["trials"]]}
-            command = f"dlrun --config-dir {self.dir} +best=best" 
+            keep = [a for a in self.base if _key(a) != "seed" and not _key(a).startswith(("sweep", "hydra"))]
+            command = " ".join(["dlrun --config-dir", str(self.dir.resolve()), "+best=best", *keep])
             (self.dir / "best").mkdir(exist_ok=True)
             text = sw.best_yaml(inc["values"], self.groups, self.metric, _mean(inc["trials"]), command)
             (self.dir / "best.yaml").write_text(text)
