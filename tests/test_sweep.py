@@ -1,0 +1,130 @@
+"""`dlrun -m sweep=importance`: the hydra_plugins sweeper on a known objective (stage order, carried
+incumbents, failures, resume) and one small real sweep on digits."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlrunner.sweep import Param, propose, read_space, split_budget
+
+APP = Path(__file__).resolve().parent / "sweep_objective_app.py"
+FAST = ["sweep=importance", "sweep.budget=20", "sweep.space.model.depth=[1,2,3]"]
+
+
+def run_app(tmp_path: Path, *args: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SWEEP_CALLS": str(tmp_path / "calls.txt"), "HYDRA_FULL_ERROR": "1"}
+    env.pop("SWEEP_KILL_AT", None)
+    if kill_at:
+        env["SWEEP_KILL_AT"] = str(kill_at)
+    return subprocess.run([sys.executable, str(APP), "-m", *args, f"hydra.sweep.dir={tmp_path / 'sw'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def rows(tmp_path: Path) -> list[dict]:
+    with (tmp_path / "sw" / "trials.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def values(row: dict) -> dict:
+    return dict(kv.split("=", 1) for kv in row["overrides"].split())
+
+
+def calls(tmp_path: Path) -> int:
+    return len((tmp_path / "calls.txt").read_text().splitlines())
+
+
+def test_space_parsing_and_proposals():
+    space = read_space({"optim": {"lr": [1e-4, 1e-2]}, "model": {"width": [4, 32], "act": ["relu", "gelu"]}},
+                       {"schedule": ["constant", "cosine"]})
+    assert space["optim.lr"].kind == "log" and not space["optim.lr"].integer
+    assert space["model.width"].integer and space["model.act"].kind == "choice"
+    pts = propose([space["optim.lr"], space["schedule"]], 8, seed=0)
+    lrs = sorted(p["optim.lr"] for p in pts)
+    assert all(1e-4 <= v <= 1e-2 for v in lrs)
+    # log scale: a quasi-random set covers every decade of the range evenly
+    assert sum(v < 1e-3 for v in lrs) == 4
+    assert [p["schedule"] for p in pts].count("cosine") == 4  # grid: every choice equally often
+    assert split_budget(19, [0.5, 0.3, 0.2]) == [10, 6, 3]
+    wide = Param("optim.lr", "log", 1e-4, 1e-2).widened("high", 0.5)
+    assert math.isclose(wide.high, 1e-1) and wide.low == 1e-4
+
+
+def test_stages_incumbents_failures_and_resume(tmp_path):
+    res = run_app(tmp_path, *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    assert len(trials) == 20 == calls(tmp_path) + sum(1 for t in trials if t["status"] == "failed" and not t["run_dir"])
+    # stages in the tiers' order
+    order = [t["stage"] for t in trials]
+    assert order == sorted(order, key=["baseline", "tier1", "tier2", "tier3"].index)
+    tier1 = [t for t in trials if t["stage"] == "tier1" and t["status"] == "completed"]
+    best1 = max((t for t in tier1 if t["seed"] == "0"), key=lambda t: float(t["metric"]))
+    assert values(best1)["schedule"] == "cosine"  # the objective's best schedule
+    # tier1's winner is carried into every tier2 trial; the LR is re-tuned within x3 of it
+    lr1 = float(values(best1)["optim.lr"])
+    for t in (t for t in trials if t["stage"] == "tier2"):
+        v = values(t)
+        assert v["schedule"] == "cosine" and v["model.width"] == values(best1)["model.width"]
+        assert lr1 / 3 * 0.99 <= float(v["optim.lr"]) <= lr1 * 3 * 1.01
+    # the crashing trials are recorded with their error and the sweep went on to tier3
+    failed = [t for t in trials if t["status"] == "failed"]
+    assert failed and all(values(t)["model.depth"] == "3" for t in failed)
+    assert all("out of memory" in t["error"] for t in failed)
+    assert any(t["stage"] == "tier3" for t in trials)
+    # a confirmation re-run with the second seed precedes each adoption
+    imp = json.loads((tmp_path / "sw" / "importance.json").read_text())
+    best = imp["best"]
+    assert best["seeds"] == [0, 1] and best["values"]["schedule"] == "cosine"
+    assert imp["failed"] == len(failed) and "schedule" in imp["params"]
+    best_yaml = (tmp_path / "sw" / "best.yaml").read_text()
+    assert "override /schedule: cosine" in best_yaml and "+best=best" in best_yaml
+    # the same command on the same sweep dir runs nothing again
+    before = calls(tmp_path)
+    again = run_app(tmp_path, *FAST)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert calls(tmp_path) == before and len(rows(tmp_path)) == 20
+    assert "resuming" in again.stdout
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    res = run_app(tmp_path, *FAST, "sweep.seeds=[0]", kill_at=9)
+    assert res.returncode != 0
+    done = rows(tmp_path)
+    assert 0 < len(done) < 20
+    first = calls(tmp_path)
+    res = run_app(tmp_path, *FAST, "sweep.seeds=[0]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = rows(tmp_path)
+    assert [t["overrides"] for t in final[: len(done)]] == [t["overrides"] for t in done]
+    # only the trials missing from trials.csv ran again
+    launched = sum(1 for t in final if t["run_dir"])
+    assert calls(tmp_path) - first == launched - sum(1 for t in done if t["run_dir"])
+
+
+def test_failure_budget_stops_the_sweep(tmp_path):
+    res = run_app(tmp_path, *FAST, "sweep.max_failures=1", "sweep.space.model.depth=[3]",
+                  "sweep.tiers=[[model.depth],[optim.lr]]", "sweep.shares=[0.5,0.5]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    assert [t["status"] for t in trials if t["stage"] != "baseline"] == ["failed"]
+    assert "max_failures=1" in json.loads((tmp_path / "sw" / "importance.json").read_text())["stopped"]
+
+
+@pytest.mark.slow
+def test_real_sweep_on_digits(dlrun, tmp_path):
+    res = dlrun("-m", "sweep=importance", "sweep.budget=4", "sweep.seeds=[0]", "epochs=1", "data.fraction=0.2",
+                "sweep.tiers=[[optim.lr],[model.act]]", "sweep.shares=[0.5,0.5]", f"hydra.sweep.dir={tmp_path / 'sw'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    assert [t["stage"] for t in trials] == ["baseline", "tier1", "tier1", "tier2"][: len(trials)]
+    for t in trials:  # the metric recorded is the one each run wrote to its summary.json
+        summary = json.loads((Path(t["run_dir"]) / "summary.json").read_text())
+        assert math.isclose(float(t["metric"]), summary["value"], rel_tol=1e-5)
+    best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
+    assert best["metric"] >= float(trials[0]["metric"])
+    assert (tmp_path / "sw" / "importance.png").exists()
