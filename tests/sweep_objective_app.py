@@ -1,6 +1,6 @@
 """A Hydra app on dlrun's own config whose metric is a known function of the swept values, so the
 importance sweeper's decisions can be checked in a second (tests/test_sweep.py). Each call is
-appended to $SWEEP_CALLS; model.depth=3 raises (a crashing trial); $SWEEP_KILL_AT=N kills the
+appended to $SWEEP_CALLS; model.depth >= 3 raises (a crashing trial); $SWEEP_KILL_AT=N kills the
 process at the N-th call (a sweep interrupted mid-way)."""
 import math
 import os
@@ -33,8 +33,8 @@ def app(cfg: DictConfig) -> float:
     n = len(calls.read_text().splitlines())
     if os.environ.get("SWEEP_KILL_AT") and n >= int(os.environ["SWEEP_KILL_AT"]):
         os._exit(137)
-    if cfg.model.depth == 3:
-        raise RuntimeError("CUDA out of memory (depth 3)")
+    if cfg.model.depth >= 3:
+        raise RuntimeError(f"CUDA out of memory (depth {cfg.model.depth})")
     if cfg.model.hidden > 250:
         return float("nan")
     return objective(cfg)

@@ -83,6 +83,7 @@ class ImportanceSweeper(Sweeper):
         self.job_idx = 1 + max([t.trial for t in self.done.values()] +
                                [int(p.name) for p in self.dir.iterdir() if p.name.isdigit()] + [-1])
         self.trials: list[sw.Trial] = []
+        self._composed: dict[tuple[str, ...], Any] = {}
         self.stages: list[dict[str, Any]] = []
         stopped = ""
         try:
@@ -118,12 +119,13 @@ class ImportanceSweeper(Sweeper):
             carry = n - used
 
     def _stage(self, name: str, keys: list[str], n: int, confirm: int, first: bool) -> int:
-        params = [self.space[k] for k in keys if k not in self.fixed and self._exists(k)]
+        params = [self.space[k] for k in keys if k not in self.fixed and self._exists(k, keys)]
         params = [p for p in params if not (p.kind == "choice" and len(p.choices) < 2)]
         retune = float(self.s.get("lr_retune") or 0)
         if (not first and retune > 1 and "optim.lr" in self.space and "optim.lr" not in keys
                 and "optim.lr" not in self.fixed and params):
-            lr = float(self.inc["values"].get("optim.lr", self._compose(self.inc["values"]).optim.lr))
+            groups = {k: v for k, v in self.inc["values"].items() if k in self.groups}
+            lr = float(self.inc["values"].get("optim.lr", self._compose(groups).optim.lr))
             params.append(sw.Param("optim.lr", "log", lr / retune, lr * retune))
         if not params or n <= 0:
             self.console.print(f"stage {name}: nothing to search (keys {keys}, {n} trials)")
@@ -198,11 +200,10 @@ class ImportanceSweeper(Sweeper):
         """Incumbent + point; keys the chosen groups do not have (optim.beta1 under sgd) dropped."""
         values = {**self.inc["values"], **{k: sw.fmt(v) for k, v in point.items()}} if stage != "baseline" else {}
         t = sw.Trial(stage, rnd, seed, values)
-        try:
+        try:  # composing with the group choices alone is enough: the other keys are checked to exist
             cfg = self._compose({k: v for k, v in values.items() if k in self.groups})
             t.values = {k: v for k, v in values.items()
                         if k in self.groups or OmegaConf.select(cfg, k, default=_ABSENT) is not _ABSENT}
-            self._compose(t.values, seed)
         except Exception as e:  # an override the config cannot take: recorded as a failed trial
             t.status, t.error = "failed", _one_line(e)
         return t
@@ -255,17 +256,35 @@ class ImportanceSweeper(Sweeper):
             t.status, t.error = "failed", _one_line(r._return_value)
 
     # ---------------------------------------------------------------- helpers
-    def _compose(self, values: dict[str, str], seed: int | None = None) -> DictConfig:
+    def _compose(self, values: dict[str, str]) -> DictConfig:
+        """The job config for these overrides (cached: composing takes a noticeable fraction of a second)."""
         over = [a for a in self.base if _key(a) not in values] + [f"{k}={v}" for k, v in sorted(values.items())]
-        if seed is not None:
-            over = [a for a in over if _key(a) != "seed"] + [f"seed={seed}"]
-        return self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=over)
+        sig = tuple(over)
+        if sig not in self._composed:
+            try:
+                self._composed[sig] = self.hydra_context.config_loader.load_sweep_config(
+                    master_config=self.config, sweep_overrides=over)
+            except Exception as e:
+                self._composed[sig] = e
+        if isinstance(self._composed[sig], Exception):
+            raise self._composed[sig]
+        return self._composed[sig]
 
-    def _exists(self, key: str) -> bool:
+    def _exists(self, key: str, stage_keys: list[str]) -> bool:
+        """A group, or a key of the incumbent's config, or of one of the choices of a group searched
+        in the same stage (optim.momentum exists once optim=sgd is on the grid)."""
         if key in self.groups:
             return True
-        cfg = self._compose(self.inc["values"])
-        return OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+        groups = {k: v for k, v in self.inc["values"].items() if k in self.groups}
+        variants = [groups] + [{**groups, g: c} for g in stage_keys if g in self.groups
+                               and key.startswith(g + ".") for c in self.space[g].choices]
+        for v in variants:
+            try:
+                if OmegaConf.select(self._compose(v), key, default=_ABSENT) is not _ABSENT:
+                    return True
+            except Exception:  # a choice that does not compose is reported on its own trial
+                continue
+        return False
 
     def _check_arguments(self, arguments: list[str]) -> list[str]:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
