@@ -143,7 +143,7 @@ class ImportanceSweeper(Sweeper):
             if widened is not params:
                 pts = sw.propose(widened, n2, rng + 1000)
                 self.console.print(f"stage {name}: best point on the edge, widened to "
-                                   + ", ".join(f"{p.key} [{p.low:g}, {p.high:g}]" for p in widened if p.kind != "choice"))
+                                   + ", ".join(f"{w.key} [{w.low:g}, {w.high:g}]" for p, w in zip(params, widened) if w is not p))
             else:
                 pts = sw.propose(params, n2, rng, skip=n - n2)
             second = [self._trial(name, 2, seed0, pt) for pt in pts]
