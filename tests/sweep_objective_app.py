@@ -1,13 +1,16 @@
 """A Hydra app on dlrun's own config whose metric is a known function of the swept values, so the
 importance sweeper's decisions can be checked in a second (tests/test_sweep.py). Each call is
 appended to $SWEEP_CALLS; model.depth >= 3 raises (a crashing trial); $SWEEP_KILL_AT=N kills the
-process at the N-th call (a sweep interrupted mid-way)."""
+process at the N-th call (a sweep interrupted mid-way); a
+finished call writes summary.json as dlrun does."""
+import json
 import math
 import os
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,7 +40,11 @@ def app(cfg: DictConfig) -> float:
         raise RuntimeError(f"CUDA out of memory (depth {cfg.model.depth})")
     if cfg.model.hidden > 250:
         return float("nan")
-    return objective(cfg)
+    value = objective(cfg)
+    # what dlrun writes at the end of a run, and what a resumed sweep reads back
+    out = Path(HydraConfig.get().runtime.output_dir) / "summary.json"
+    out.write_text(json.dumps({"status": "completed", "value": value, "wall_time": 0.0}))
+    return value
 
 
 if __name__ == "__main__":

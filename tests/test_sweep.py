@@ -101,9 +101,20 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     final = rows(tmp_path)
     assert [t["overrides"] for t in final[: len(done)]] == [t["overrides"] for t in done]
-    # only the trials missing from trials.csv ran again
+    # every call that finished before the kill (in trials.csv or only in its run folder) is reused:
+    # only the killed trial and the ones never started run now
     launched = sum(1 for t in final if t["run_dir"])
-    assert calls(tmp_path) - first == launched - sum(1 for t in done if t["run_dir"])
+    assert calls(tmp_path) - first == launched - (first - 1)
+
+
+def test_bad_sweep_settings_are_one_line_before_any_trial(tmp_path):
+    for bad, says in [("sweep.space.optim.lr=[0,1]", "log-scale range needs low > 0"),
+                      ("sweep.tiers=[[optim.nope]]", "sweep.tiers name ['optim.nope']"),
+                      ("optim.lr=1e-3,1e-2", "not a Hydra sweep list")]:
+        res = run_app(tmp_path, "sweep=importance", bad)
+        assert res.returncode == 2
+        assert res.stderr.strip().splitlines()[-1].startswith("dlrun: error:") and says in res.stderr
+        assert not (tmp_path / "calls.txt").exists()
 
 
 def test_failure_budget_stops_the_sweep(tmp_path):
@@ -118,11 +129,12 @@ def test_failure_budget_stops_the_sweep(tmp_path):
 
 @pytest.mark.slow
 def test_real_sweep_on_digits(dlrun, tmp_path):
-    res = dlrun("-m", "sweep=importance", "sweep.budget=4", "sweep.seeds=[0]", "epochs=1", "data.fraction=0.2",
+    res = dlrun("-m", "sweep=importance", "sweep.budget=3", "sweep.seeds=[0]", "epochs=1", "data.fraction=0.2",
                 "sweep.tiers=[[optim.lr],[model.act]]", "sweep.shares=[0.5,0.5]", f"hydra.sweep.dir={tmp_path / 'sw'}")
     assert res.returncode == 0, res.stderr[-3000:]
     trials = rows(tmp_path)
-    assert [t["stage"] for t in trials] == ["baseline", "tier1", "tier1", "tier2"][: len(trials)]
+    assert [t["stage"] for t in trials] == ["baseline", "tier1", "tier2"]
+    assert "optim.lr=" in trials[1]["overrides"] and "model.act=" in trials[2]["overrides"]
     for t in trials:  # the metric recorded is the one each run wrote to its summary.json
         summary = json.loads((Path(t["run_dir"]) / "summary.json").read_text())
         assert math.isclose(float(t["metric"]), summary["value"], rel_tol=1e-5)

@@ -7,6 +7,7 @@ sweep runs in-process, on joblib, Ray or SLURM. The search settings live in the 
 `sweep:` block (conf/sweep/importance.yaml), so they are overridable like any other key."""
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,9 @@ class ImportanceSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
             return self._sweep(arguments)
-        except DlrunError as e:
-            raise SystemExit(f"dlrun: error: {e}") from None
+        except DlrunError as e:  # bad sweep settings: one line, before any trial runs
+            print(f"dlrun: error: {e}", file=sys.stderr)
+            sys.exit(2)
 
     def _sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None
@@ -78,6 +80,7 @@ class ImportanceSweeper(Sweeper):
         OmegaConf.save(self.config, self.dir / "multirun.yaml")
         self.csv = self.dir / "trials.csv"
         self.done = sw.read_trials(self.csv)
+        self._recover_finished_runs()
         if self.done:
             self.console.print(f"resuming {self.dir}: {len(self.done)} trials already in trials.csv")
         self.job_idx = 1 + max([t.trial for t in self.done.values()] +
@@ -254,6 +257,27 @@ class ImportanceSweeper(Sweeper):
             t.status, t.error = ("completed", "") if math.isfinite(t.metric) else ("failed", f"non-finite metric {value}")
         else:
             t.status, t.error = "failed", _one_line(r._return_value)
+
+    def _recover_finished_runs(self) -> None:
+        """Trials that completed after the last write of trials.csv (the sweep was killed while a
+        batch ran): their run folders hold the overrides and a completed summary.json."""
+        known = {t.run_dir for t in self.done.values()}
+        for d in sorted(p for p in self.dir.iterdir() if p.name.isdigit()):
+            summary, over = d / "summary.json", d / ".hydra" / "overrides.yaml"
+            if str(d.resolve()) in known or not (summary.exists() and over.exists()):
+                continue
+            try:
+                info = sw.json.loads(summary.read_text())
+                args = [str(a) for a in OmegaConf.load(over)]
+            except Exception:  # a half-written file: the trial runs again
+                continue
+            if info.get("status") != "completed" or info.get("value") is None:
+                continue
+            values = {_key(a): a.split("=", 1)[1] for a in args if a not in self.base and _key(a) != "seed"}
+            seed = next((int(a.split("=", 1)[1]) for a in args if _key(a) == "seed"), self.seeds[0])
+            t = sw.Trial("?", -1, seed, values, int(d.name), float(info["value"]),
+                         float(info.get("wall_time") or 0), "completed", "", str(d.resolve()))
+            self.done.setdefault(t.key, t)
 
     # ---------------------------------------------------------------- helpers
     def _compose(self, values: dict[str, str]) -> DictConfig:
