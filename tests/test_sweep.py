@@ -107,6 +107,20 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert calls(tmp_path) - first == launched - (first - 1)
 
 
+def test_joblib_launcher_runs_the_same_trials(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    small = ["sweep=importance", "sweep.budget=12"]
+    basic = tmp_path / "basic"
+    joblib = tmp_path / "joblib"
+    basic.mkdir(), joblib.mkdir()
+    assert run_app(basic, *small).returncode == 0
+    res = run_app(joblib, *small, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    same = ["stage", "round", "seed", "overrides", "metric", "status"]
+    assert [[t[k] for k in same] for t in rows(basic)] == [[t[k] for k in same] for t in rows(joblib)]
+    assert 8 <= len(rows(joblib)) <= 12 and {Path(t["run_dir"]).parent for t in rows(joblib)} == {joblib / "sw"}
+
+
 def test_bad_sweep_settings_are_one_line_before_any_trial(tmp_path):
     for bad, says in [("sweep.space.optim.lr=[0,1]", "log-scale range needs low > 0"),
                       ("sweep.tiers=[[optim.nope]]", "sweep.tiers name ['optim.nope']"),

@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from rich.console import Console
 
 from dlrunner import sweep as sw
@@ -75,8 +75,9 @@ class ImportanceSweeper(Sweeper):
         self.seeds = [int(x) for x in self.s.get("seeds") or [0]]
         self.console = Console(highlight=False, record=True)
 
-        self.dir = Path(self.config.hydra.sweep.dir)
+        self.dir = Path(self.config.hydra.sweep.dir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._pin_sweep_dir()
         OmegaConf.save(self.config, self.dir / "multirun.yaml")
         self.csv = self.dir / "trials.csv"
         self.done = sw.read_trials(self.csv)
@@ -257,6 +258,13 @@ class ImportanceSweeper(Sweeper):
             t.status, t.error = ("completed", "") if math.isfinite(t.metric) else ("failed", f"non-finite metric {value}")
         else:
             t.status, t.error = "failed", _one_line(r._return_value)
+
+    def _pin_sweep_dir(self) -> None:
+        """Every job gets the resolved folder: launchers that compose jobs in other processes
+        (joblib, Ray, submitit) neither know dlrun's resolvers nor should pick a new unique name."""
+        with read_write(self.config.hydra), open_dict(self.config.hydra):
+            self.config.hydra.sweep.dir = str(self.dir)
+            self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={self.dir}")
 
     def _recover_finished_runs(self) -> None:
         """Trials that completed after the last write of trials.csv (the sweep was killed while a
