@@ -92,12 +92,14 @@ def test_stages_incumbents_failures_and_resume(tmp_path):
 
 
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
-    res = run_app(tmp_path, *FAST, "sweep.seeds=[0]", kill_at=9)
+    small = ["sweep=importance", "sweep.budget=12", "sweep.seeds=[0]"]
+    # tier1's first round is trials 1-4, its second 5-6: the kill lands in the middle of a batch
+    res = run_app(tmp_path, *small, kill_at=7)
     assert res.returncode != 0
     done = rows(tmp_path)
-    assert 0 < len(done) < 20
+    assert 0 < len(done) < 12
     first = calls(tmp_path)
-    res = run_app(tmp_path, *FAST, "sweep.seeds=[0]")
+    res = run_app(tmp_path, *small)
     assert res.returncode == 0, res.stderr[-3000:]
     final = rows(tmp_path)
     assert [t["overrides"] for t in final[: len(done)]] == [t["overrides"] for t in done]
@@ -109,7 +111,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
 def test_joblib_launcher_runs_the_same_trials(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    small = ["sweep=importance", "sweep.budget=12"]
+    small = ["sweep=importance", "sweep.budget=8"]
     basic = tmp_path / "basic"
     joblib = tmp_path / "joblib"
     basic.mkdir(), joblib.mkdir()
@@ -118,7 +120,7 @@ def test_joblib_launcher_runs_the_same_trials(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     same = ["stage", "round", "seed", "overrides", "metric", "status"]
     assert [[t[k] for k in same] for t in rows(basic)] == [[t[k] for k in same] for t in rows(joblib)]
-    assert 8 <= len(rows(joblib)) <= 12 and {Path(t["run_dir"]).parent for t in rows(joblib)} == {joblib / "sw"}
+    assert 5 <= len(rows(joblib)) <= 8 and {Path(t["run_dir"]).parent for t in rows(joblib)} == {joblib / "sw"}
 
 
 def test_bad_sweep_settings_are_one_line_before_any_trial(tmp_path):
