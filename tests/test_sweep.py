@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dlrunner.sweep import Param, propose, read_space, split_budget
 
@@ -82,7 +83,17 @@ def test_stages_incumbents_failures_and_resume(tmp_path):
     assert best["seeds"] == [0, 1] and best["values"]["schedule"] == "cosine"
     assert imp["failed"] == len(failed) and "schedule" in imp["params"]
     best_yaml = (tmp_path / "sw" / "best.yaml").read_text()
-    assert "override /schedule: cosine" in best_yaml and "+best=best" in best_yaml
+    assert "override /schedule: cosine" in best_yaml
+    # the documented re-run command composes exactly the winner
+    command = next(line for line in best_yaml.splitlines() if line.startswith("# re-run: dlrun "))
+    args = command.removeprefix("# re-run: dlrun ").split()
+    cfg = subprocess.run([sys.executable, "-m", "dlrunner", *args, "--cfg", "job"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert cfg.returncode == 0, cfg.stderr
+    job = yaml.safe_load(cfg.stdout)
+    assert job["schedule"]["_target_"].endswith("cosine")
+    assert math.isclose(job["optim"]["lr"], float(best["values"]["optim.lr"]))
+    assert job["model"]["width"] == int(best["values"]["model.width"])
     # the same command on the same sweep dir runs nothing again
     before = calls(tmp_path)
     again = run_app(tmp_path, *FAST)
