@@ -100,6 +100,10 @@ def test_stages_incumbents_failures_and_resume(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert calls(tmp_path) == before and len(rows(tmp_path)) == 20
     assert "resuming" in again.stdout
+    # the same folder with another job (other trials' results would not apply) is refused
+    other = run_app(tmp_path, *FAST, "epochs=3")
+    assert other.returncode == 2 and "holds a sweep of other job overrides" in other.stderr
+    assert calls(tmp_path) == before
 
 
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):

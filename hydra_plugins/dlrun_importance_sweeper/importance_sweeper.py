@@ -80,6 +80,7 @@ class ImportanceSweeper(Sweeper):
         self._pin_sweep_dir()
         OmegaConf.save(self.config, self.dir / "multirun.yaml")
         self.csv = self.dir / "trials.csv"
+        self._check_same_sweep()
         self.done = sw.read_trials(self.csv)
         self._recover_finished_runs()
         if self.done:
@@ -258,6 +259,18 @@ class ImportanceSweeper(Sweeper):
             t.status, t.error = ("completed", "") if math.isfinite(t.metric) else ("failed", f"non-finite metric {value}")
         else:
             t.status, t.error = "failed", _one_line(r._return_value)
+
+    def _check_same_sweep(self) -> None:
+        """A sweep dir resumes only the same job: trials of other overrides (epochs=20 vs 5) must not
+        be mixed in. `sweep.*` settings may change (a larger budget extends the sweep)."""
+        job = sorted(a for a in self.base if not _key(a).startswith(("sweep", "hydra")))
+        saved = self.dir / "sweep_job.yaml"
+        if saved.exists() and self.csv.exists():
+            before = [str(a) for a in OmegaConf.load(saved)]
+            if before != job:
+                raise DlrunError(f"{self.dir} holds a sweep of other job overrides ({' '.join(before) or 'none'} "
+                                 f"vs {' '.join(job) or 'none'}): give another hydra.sweep.dir")
+        OmegaConf.save(OmegaConf.create(job), saved)
 
     def _pin_sweep_dir(self) -> None:
         """Every job gets the resolved folder: launchers that compose jobs in other processes
