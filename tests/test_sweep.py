@@ -172,3 +172,12 @@ def test_real_sweep_on_digits(dlrun, tmp_path):
     best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
     assert best["metric"] >= float(trials[0]["metric"])
     assert (tmp_path / "sw" / "importance.png").exists()
+
+
+def test_a_key_given_on_the_command_line_is_fixed(tmp_path):
+    res = run_app(tmp_path, "sweep=importance", "sweep.budget=8", "model.width=16", "optim.lr=0.003")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    assert len(trials) > 2 and not any("model.width" in t["overrides"] or "optim.lr" in t["overrides"] for t in trials)
+    seen = {tuple(line.split()[1:]) for line in (tmp_path / "calls.txt").read_text().splitlines()}
+    assert seen == {("0.003", "16")}  # every trial ran with the user's values
