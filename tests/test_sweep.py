@@ -141,7 +141,9 @@ def test_joblib_launcher_runs_the_same_trials(tmp_path):
 def test_bad_sweep_settings_are_one_line_before_any_trial(tmp_path):
     for bad, says in [("sweep.space.optim.lr=[0,1]", "log-scale range needs low > 0"),
                       ("sweep.tiers=[[optim.nope]]", "sweep.tiers name ['optim.nope']"),
-                      ("optim.lr=1e-3,1e-2", "not a Hydra sweep list")]:
+                      ("optim.lr=1e-3,1e-2", "not a Hydra sweep list"),
+                      ("sweep.budget=2", "leaves no trial after the baseline"),
+                      ("sweep.shares=[1.0]", "sweep.shares has 1 entries for 3 tiers")]:
         res = run_app(tmp_path, "sweep=importance", bad)
         assert res.returncode == 2
         assert res.stderr.strip().splitlines()[-1].startswith("dlrun: error:") and says in res.stderr
@@ -181,3 +183,10 @@ def test_a_key_given_on_the_command_line_is_fixed(tmp_path):
     assert len(trials) > 2 and not any("model.width" in t["overrides"] or "optim.lr" in t["overrides"] for t in trials)
     seen = {tuple(line.split()[1:]) for line in (tmp_path / "calls.txt").read_text().splitlines()}
     assert seen == {("0.003", "16")}  # every trial ran with the user's values
+
+
+def test_a_failing_baseline_stops_with_one_line(tmp_path):
+    res = run_app(tmp_path, "sweep=importance", "model.depth=3")
+    assert res.returncode == 2 and calls(tmp_path) == 2  # both baseline seeds, nothing after
+    assert res.stderr.strip().splitlines()[-1].startswith("dlrun: error: the baseline")
+    assert "out of memory" in res.stderr and [t["status"] for t in rows(tmp_path)] == ["failed", "failed"]

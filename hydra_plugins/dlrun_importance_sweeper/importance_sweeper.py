@@ -105,11 +105,16 @@ class ImportanceSweeper(Sweeper):
         unknown = [k for t in tiers for k in t if k not in self.space]
         if unknown:
             raise DlrunError(f"sweep.tiers name {unknown} but sweep.space/sweep.groups do not define them")
+        if len(self.s["shares"]) != len(tiers):
+            raise DlrunError(f"sweep.shares has {len(self.s['shares'])} entries for {len(tiers)} tiers")
+        if budget <= min(len(self.seeds), 2):
+            raise DlrunError(f"sweep.budget={budget} leaves no trial after the baseline "
+                             f"({min(len(self.seeds), 2)} seeds)")
         base = [self._trial("baseline", 0, s, {}) for s in self.seeds[:2]]
         self._run(base)
         ok = [t for t in base if t.ok]
         if not ok:
-            raise StopSweep(f"the baseline (the config as given) failed: {base[0].error}")
+            raise DlrunError(f"the baseline (the config as given) failed, nothing to compare with: {base[0].error}")
         self.noise = abs(ok[0].metric - ok[1].metric) if len(ok) == 2 else 0.0
         self.inc: dict[str, Any] = {"values": {}, "trials": ok}
         self.stages.append({"name": "baseline", "params": [], "seed": self.seeds[0]})
