@@ -54,9 +54,16 @@ def app(cfg: DictConfig) -> float | None:
         return runner.train(cfg, run_dir, choices, out)
     except DlrunError as e:
         print(f"dlrun: error: {e}", file=sys.stderr)
+        if _in_importance_sweep(hc):  # the sweeper records the failed trial and goes on
+            raise
         sys.exit(3 if isinstance(e, TrainingDiverged) else 2)
     except runner.Interrupted as e:
         sys.exit(128 + e.signum)
+
+
+def _in_importance_sweep(hc) -> bool:
+    """A job of `sweep=importance`: errors are raised to the sweeper, not turned into an exit."""
+    return "dlrun_importance" in str(hc.sweeper.get("_target_", ""))
 
 
 def main() -> None:
@@ -65,7 +72,9 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
     register_resolvers()
     warnings.formatwarning = lambda msg, category, *args, **kw: f"warning: {msg}\n"  # one line, no source
-    sys.argv = [_unique(a) for a in sys.argv]
+    # an importance sweep resumes in the folder it is given (hydra.sweep.dir=DIR), so that one is kept as is
+    resumable = any(a.split("=", 1)[0] == "sweep" for a in sys.argv[1:])
+    sys.argv = [a if resumable and a.startswith("hydra.sweep.dir=") else _unique(a) for a in sys.argv]
     app()
 
 

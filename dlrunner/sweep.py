@@ -1,0 +1,330 @@
+"""The importance-ordered sweep's pieces that do not need Hydra's machinery: the search space
+read from `sweep.space`/`sweep.groups`, quasi-random proposals, the trial record (trials.csv,
+which is also what a resumed sweep reads back), and the reports (stage tables, importance.json,
+importance.png, best.yaml). The Hydra Sweeper plugin (hydra_plugins/dlrun_importance_sweeper)
+drives them stage by stage."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlrunner.errors import DlrunError
+
+CSV_FIELDS = ["trial", "stage", "round", "seed", "overrides", "metric", "time", "status", "error", "run_dir"]
+
+
+@dataclass
+class Param:
+    """One searched dimension. `key` is an override key: `optim.lr`, or a config group (`schedule`)."""
+
+    key: str
+    kind: str                       # log | linear | choice
+    low: float = 0.0
+    high: float = 0.0
+    integer: bool = False
+    choices: list[Any] = field(default_factory=list)
+
+    def value(self, u: float) -> Any:
+        """The point at quantile u in [0, 1) of the range (log-spaced for `log`)."""
+        if self.kind == "choice":
+            return self.choices[min(int(u * len(self.choices)), len(self.choices) - 1)]
+        if self.kind == "log":
+            v = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        else:
+            v = self.low + u * (self.high - self.low)
+        return max(1, round(v)) if self.integer else float(f"{v:.3g}")
+
+    def position(self, v: float) -> float:
+        """Where v sits in the range, 0 at `low` and 1 at `high` (on the search's own scale)."""
+        if self.kind == "log":
+            return (math.log(v) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
+        return (v - self.low) / (self.high - self.low)
+
+    def widened(self, side: str, fraction: float) -> Param:
+        """The same parameter with the range extended past `low` or `high` by a fraction of its width."""
+        if self.kind == "log":
+            span = fraction * (math.log(self.high) - math.log(self.low))
+            low = self.low / math.exp(span) if side == "low" else self.low
+            high = self.high * math.exp(span) if side == "high" else self.high
+        else:
+            span = fraction * (self.high - self.low)
+            low = max(0.0, self.low - span) if side == "low" else self.low  # linear ranges here are >= 0
+            high = self.high + span if side == "high" else self.high
+        if self.integer:
+            low, high = max(1, math.floor(low)), max(1, math.ceil(high))
+        return Param(self.key, self.kind, low, high, self.integer)
+
+
+def parse_param(key: str, spec: Any) -> Param:
+    """`[lo, hi]` (two numbers): a log-scale range (integer when both are); any other list: choices;
+    `{choices: [...]}`; `{low, high, log: true, int: false}`."""
+    if isinstance(spec, dict):
+        if "choices" in spec:
+            return _choices(key, list(spec["choices"]))
+        if "low" in spec and "high" in spec:
+            return _range(key, spec["low"], spec["high"], bool(spec.get("log", True)), spec.get("int"))
+    elif isinstance(spec, (list, tuple)):
+        if len(spec) == 2 and all(_is_number(v) for v in spec):
+            return _range(key, spec[0], spec[1], True, None)
+        return _choices(key, list(spec))
+    raise DlrunError(f"sweep.space.{key}: expected [low, high], a list of choices, {{choices: [...]}} "
+                     f"or {{low, high, log}}, got {spec!r}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _choices(key: str, choices: list[Any]) -> Param:
+    if not choices:
+        raise DlrunError(f"sweep.space.{key}: an empty list of choices")
+    return Param(key, "choice", choices=choices)
+
+
+def _range(key: str, low: Any, high: Any, log: bool, integer: bool | None) -> Param:
+    if not (_is_number(low) and _is_number(high)) or not low < high:
+        raise DlrunError(f"sweep.space.{key}: a range needs two numbers low < high, got [{low}, {high}]")
+    if log and low <= 0:
+        raise DlrunError(f"sweep.space.{key}: a log-scale range needs low > 0, got {low} "
+                         f"(use {{low: {low}, high: {high}, log: false}})")
+    integer = isinstance(low, int) and isinstance(high, int) if integer is None else bool(integer)
+    return Param(key, "log" if log else "linear", float(low), float(high), integer)
+
+
+def read_space(space: dict[str, Any], groups: dict[str, Any]) -> dict[str, Param]:
+    """Flatten the nested `sweep.space` into dotted keys; `sweep.groups` entries are group choices."""
+    out: dict[str, Param] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and not ({"choices", "low"} & set(node)):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = parse_param(prefix, node)
+
+    walk("", space or {})
+    for name, choices in (groups or {}).items():
+        out[name] = _choices(name, list(choices))
+    return out
+
+
+def sobol(n: int, dims: int, seed: int, skip: int = 0) -> list[list[float]]:
+    """n scrambled Sobol points in [0, 1)^dims, after the first `skip` (the sequence extends)."""
+    if dims == 0:
+        return [[] for _ in range(n)]
+    from torch.quasirandom import SobolEngine
+
+    engine = SobolEngine(dims, scramble=True, seed=seed)
+    if skip:
+        engine.fast_forward(skip)
+    return engine.draw(n).double().tolist()
+
+
+def propose(params: list[Param], n: int, seed: int, skip: int = 0) -> list[dict[str, Any]]:
+    """n points: choices on a grid (all combinations, cycled) when the grid fits in n, else on the
+    Sobol points too; continuous parameters on Sobol points. Duplicates are dropped."""
+    cont = [p for p in params if p.kind != "choice"]
+    cats = [p for p in params if p.kind == "choice"]
+    grid = list(itertools.product(*[p.choices for p in cats]))
+    on_grid = len(grid) <= max(n, 1)
+    if on_grid and not cont:
+        n = min(n, len(grid))
+    dims = cont if on_grid else cont + cats
+    points = sobol(n, len(dims), seed, skip)
+    out, seen = [], set()
+    for i, u in enumerate(points):
+        point = {p.key: p.value(x) for p, x in zip(dims, u)}
+        if on_grid:
+            point.update(zip([p.key for p in cats], grid[(i + skip) % len(grid)]))
+        sig = tuple(sorted((k, str(v)) for k, v in point.items()))
+        if sig not in seen:
+            seen.add(sig)
+            out.append(point)
+    return out
+
+
+def split_budget(total: int, shares: list[float]) -> list[int]:
+    """Largest-remainder split of `total` trials by `shares` (ties go to the earlier tier)."""
+    if total <= 0:
+        return [0] * len(shares)
+    s = sum(shares)
+    raw = [total * x / s for x in shares]
+    base = [math.floor(r) for r in raw]
+    order = sorted(range(len(raw)), key=lambda i: (-(raw[i] - base[i]), i))
+    for i in order[: total - sum(base)]:
+        base[i] += 1
+    return base
+
+
+def fmt(v: Any) -> str:
+    """A value as Hydra's override grammar reads it back."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(float(f"{v:.4g}"))
+    return str(v)
+
+
+@dataclass
+class Trial:
+    stage: str
+    round: int
+    seed: int
+    values: dict[str, str]          # every swept key of this trial: incumbents + this stage's point
+    trial: int = -1
+    metric: float = float("nan")
+    time: float = 0.0
+    status: str = "pending"         # completed | failed
+    error: str = ""
+    run_dir: str = ""
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"{k}={v}" for k, v in sorted(self.values.items())] + [f"seed={self.seed}"]
+
+    @property
+    def key(self) -> str:
+        return " ".join(self.overrides)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed" and math.isfinite(self.metric)
+
+    def row(self) -> dict[str, Any]:
+        return {"trial": self.trial, "stage": self.stage, "round": self.round, "seed": self.seed,
+                "overrides": " ".join(f"{k}={v}" for k, v in sorted(self.values.items())),
+                "metric": "" if math.isnan(self.metric) else f"{self.metric:.6g}", "time": f"{self.time:.2f}",
+                "status": self.status, "error": self.error, "run_dir": self.run_dir}
+
+
+def read_trials(path: Path) -> dict[str, Trial]:
+    """Finished trials of an earlier run of the same sweep, by key (what resume skips)."""
+    if not path.exists():
+        return {}
+    out: dict[str, Trial] = {}
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            values = dict(kv.split("=", 1) for kv in r["overrides"].split()) if r["overrides"] else {}
+            t = Trial(r["stage"], int(r["round"]), int(r["seed"]), values, int(r["trial"]),
+                      float(r["metric"]) if r["metric"] else float("nan"), float(r["time"] or 0),
+                      r["status"], r["error"], r["run_dir"])
+            out[t.key] = t
+    return out
+
+
+def write_trials(path: Path, trials: list[Trial]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for t in trials:
+            w.writerow(t.row())
+    tmp.replace(path)
+
+
+def importance(stages: list[dict[str, Any]], trials: list[Trial]) -> dict[str, Any]:
+    """Per searched parameter, how far the metric moved across its values within its stage: the
+    spread (max - min) of the mean metric over its choices, or over three rank bins of a range."""
+    out: dict[str, Any] = {}
+    for st in stages:
+        done = [t for t in trials if t.stage == st["name"] and t.round >= 0 and t.ok and t.seed == st["seed"]]
+        for key in st["params"]:
+            groups: dict[str, list[float]] = {}
+            vals = [(t.values.get(key), t.metric) for t in done if key in t.values]
+            if not vals:
+                continue
+            numeric = all(_num(v) is not None for v, _ in vals) and len({v for v, _ in vals}) > 3
+            if numeric:
+                vals.sort(key=lambda p: _num(p[0]))
+                for i, (_, m) in enumerate(vals):
+                    groups.setdefault(f"bin{3 * i // len(vals)}", []).append(m)
+            else:
+                for v, m in vals:
+                    groups.setdefault(str(v), []).append(m)
+            means = {k: sum(v) / len(v) for k, v in groups.items()}
+            spread = max(means.values()) - min(means.values()) if len(means) > 1 else 0.0
+            if key in out and out[key]["spread"] >= spread:  # the LR is searched in several stages
+                continue
+            out[key] = {"stage": st["name"], "spread": spread, "trials": len(vals),
+                        "means": {k: round(v, 6) for k, v in means.items()}}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["spread"]))
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def importance_plot(imp: dict[str, Any], metric: str, path: Path) -> None:
+    from dlrunner.plots import _plt
+
+    plt = _plt()
+    keys = list(imp)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(keys) + 1.2))
+    ax.barh(keys, [imp[k]["spread"] for k in keys], color="tab:blue")
+    ax.set_xlabel(f"spread of mean {metric} across values")
+    ax.set_title("How much each parameter moved the metric")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def best_yaml(values: dict[str, str], groups: set[str], metric: str, value: float, command: str) -> str:
+    """A preset (`# @package _global_`) holding the incumbent: group choices as defaults overrides,
+    values as nested keys."""
+    lines = ["# @package _global_", f"# best of an importance sweep: {metric} = {value:.6g}",
+             f"# re-run: {command}"]
+    picks = {k: v for k, v in values.items() if k in groups}
+    if picks:
+        lines.append("defaults:")
+        lines += [f"  - override /{k}: {v}" for k, v in sorted(picks.items())]
+    tree: dict[str, Any] = {}
+    for k, v in sorted(values.items()):
+        if k in groups:
+            continue
+        node = tree
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+
+    def emit(node: dict[str, Any], indent: int) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                lines.append(" " * indent + f"{k}:")
+                emit(v, indent + 2)
+            else:
+                lines.append(" " * indent + f"{k}: {v}")
+
+    emit(tree, 0)
+    return "\n".join(lines) + "\n"
+
+
+def stage_table(name: str, trials: list[Trial], metric: str, incumbent_key: str | None):
+    """A rich table of one stage's trials, best first."""
+    from rich.table import Table
+
+    lower = "loss" in metric
+    table = Table(title=f"stage {name}")
+    for col in ("trial", "seed", "overrides", metric, "time", "status"):
+        table.add_column(col, overflow="fold")
+    ranked = sorted(trials, key=lambda t: (not t.ok, t.metric * (1 if lower else -1) if t.ok else 0))
+    for t in ranked:
+        mark = " *" if t.key == incumbent_key else ""
+        table.add_row(str(t.trial), str(t.seed), " ".join(f"{k}={v}" for k, v in sorted(t.values.items())),
+                      (f"{t.metric:.4f}" if t.ok else "-") + mark, f"{t.time:.1f}s",
+                      t.status if t.ok else f"{t.status}: {t.error[:80]}")
+    return table
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

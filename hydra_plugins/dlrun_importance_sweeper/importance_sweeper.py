@@ -1,0 +1,399 @@
+"""The `dlrun_importance` Hydra sweeper: tiers of hyperparameters searched in order of importance
+(learning rate, schedule, loss, width; then init, depth, layer parameters; then optimizer, its
+parameters, batch size, activation), each stage with the earlier stages' incumbents fixed.
+
+Trials go through whichever Hydra launcher is configured (`self.launcher.launch`), so the same
+sweep runs in-process, on joblib, Ray or SLURM. The search settings live in the job config's
+`sweep:` block (conf/sweep/importance.yaml), so they are overridable like any other key."""
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from rich.console import Console
+
+from dlrunner import sweep as sw
+from dlrunner.errors import DlrunError
+
+_ABSENT = object()
+
+
+@dataclass
+class ImportanceSweeperConf:
+    _target_: str = "hydra_plugins.dlrun_importance_sweeper.importance_sweeper.ImportanceSweeper"
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="dlrun_importance", node=ImportanceSweeperConf,
+                             provider="dlrunner")
+
+
+class StopSweep(Exception):
+    """The failure budget is spent."""
+
+
+class ImportanceSweeper(Sweeper):
+    def __init__(self) -> None:
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    # ---------------------------------------------------------------- the sweep, stage by stage
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return self._sweep(arguments)
+        except DlrunError as e:  # bad sweep settings: one line, before any trial runs
+            print(f"dlrun: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    def _sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None and self.hydra_context is not None
+        if "sweep" not in self.config:
+            raise DlrunError("hydra/sweeper=dlrun_importance needs a `sweep:` block: use `sweep=importance`")
+        self.s = OmegaConf.to_container(self.config.sweep, resolve=True)
+        self.base = self._check_arguments(arguments)
+        self.fixed = {_key(a) for a in self.base}
+        self.space = sw.read_space(self.s.get("space"), self.s.get("groups"))
+        self.groups = set(self.s.get("groups") or {})
+        self.metric = str(self.config.optimized_metric)
+        self.lower = "loss" in self.metric
+        self.seeds = [int(x) for x in self.s.get("seeds") or [0]]
+        self.console = Console(highlight=False, record=True)
+
+        self.dir = Path(self.config.hydra.sweep.dir).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._pin_sweep_dir()
+        OmegaConf.save(self.config, self.dir / "multirun.yaml")
+        self.csv = self.dir / "trials.csv"
+        self._check_same_sweep()
+        self.done = sw.read_trials(self.csv)
+        self._recover_finished_runs()
+        if self.done:
+            self.console.print(f"resuming {self.dir}: {len(self.done)} trials already in trials.csv")
+        self.job_idx = 1 + max([t.trial for t in self.done.values()] +
+                               [int(p.name) for p in self.dir.iterdir() if p.name.isdigit()] + [-1])
+        self.trials: list[sw.Trial] = []
+        self._composed: dict[tuple[str, ...], Any] = {}
+        self.stages: list[dict[str, Any]] = []
+        stopped = ""
+        try:
+            self._run_all()
+        except StopSweep as e:
+            stopped = str(e)
+            self.console.print(f"[red]sweep stopped: {e}[/red]")
+        self._finish(stopped)
+        return [self.trials]
+
+    def _run_all(self) -> None:
+        budget = int(self.s["budget"])
+        tiers = [list(t) for t in self.s["tiers"]]
+        unknown = [k for t in tiers for k in t if k not in self.space]
+        if unknown:
+            raise DlrunError(f"sweep.tiers name {unknown} but sweep.space/sweep.groups do not define them")
+        if len(self.s["shares"]) != len(tiers):
+            raise DlrunError(f"sweep.shares has {len(self.s['shares'])} entries for {len(tiers)} tiers")
+        if budget <= min(len(self.seeds), 2):
+            raise DlrunError(f"sweep.budget={budget} leaves no trial after the baseline "
+                             f"({min(len(self.seeds), 2)} seeds)")
+        base = [self._trial("baseline", 0, s, {}) for s in self.seeds[:2]]
+        self._run(base)
+        ok = [t for t in base if t.ok]
+        if not ok:
+            raise DlrunError(f"the baseline (the config as given) failed, nothing to compare with: {base[0].error}")
+        self.noise = abs(ok[0].metric - ok[1].metric) if len(ok) == 2 else 0.0
+        self.inc: dict[str, Any] = {"values": {}, "trials": ok}
+        self.stages.append({"name": "baseline", "params": [], "seed": self.seeds[0]})
+        self._table("baseline", base)
+        confirm = 1 if len(self.seeds) > 1 else 0
+        search = budget - len(base) - confirm * len(tiers)
+        alloc = sw.split_budget(search, [float(x) for x in self.s["shares"]][: len(tiers)])
+        carry = 0
+        for i, keys in enumerate(tiers):
+            n = alloc[i] + carry + confirm
+            used = self._stage(f"tier{i + 1}", keys, n - confirm, confirm, first=(i == 0))
+            carry = n - used
+
+    def _stage(self, name: str, keys: list[str], n: int, confirm: int, first: bool) -> int:
+        params = [self.space[k] for k in keys if k not in self.fixed and self._exists(k, keys)]
+        params = [p for p in params if not (p.kind == "choice" and len(p.choices) < 2)]
+        retune = float(self.s.get("lr_retune") or 0)
+        if (not first and retune > 1 and "optim.lr" in self.space and "optim.lr" not in keys
+                and "optim.lr" not in self.fixed and params):
+            groups = {k: v for k, v in self.inc["values"].items() if k in self.groups}
+            lr = float(self.inc["values"].get("optim.lr", self._compose(groups).optim.lr))
+            params.append(sw.Param("optim.lr", "log", lr / retune, lr * retune))
+        if not params or n <= 0:
+            self.console.print(f"stage {name}: nothing to search (keys {keys}, {n} trials)")
+            return 0
+        self.console.print(f"stage {name}: {', '.join(p.key for p in params)} ({n} trials)")
+        seed0 = self.seeds[0]
+        has_range = any(p.kind != "choice" for p in params)
+        n2 = n // 3 if has_range and n >= 3 else 0
+        rng = int(self.s.get("sobol_seed", 0)) + len(self.stages)
+        first_round = [self._trial(name, 1, seed0, pt) for pt in sw.propose(params, n - n2, rng)]
+        self._run(first_round)
+        trials = list(first_round)
+        if n2:
+            widened = self._widen(params, first_round)
+            if widened is not params:
+                pts = sw.propose(widened, n2, rng + 1000)
+                self.console.print(f"stage {name}: best point on the edge, widened to "
+                                   + ", ".join(f"{w.key} [{w.low:g}, {w.high:g}]" for p, w in zip(params, widened) if w is not p))
+            else:
+                pts = sw.propose(params, n2, rng, skip=n - n2)
+            second = [self._trial(name, 2, seed0, pt) for pt in pts]
+            self._run(second)
+            trials += second
+        used = len(trials)
+        self.stages.append({"name": name, "params": [p.key for p in params], "seed": seed0})
+        best = self._best(trials)
+        inc0 = self.inc["trials"][0]
+        if best is not None and self._better(best.metric, inc0.metric):
+            if confirm:
+                again = self._trial(name, 3, self.seeds[1], {k: best.values[k] for k in best.values})
+                again.values = dict(best.values)
+                self._run([again])
+                trials.append(again)
+                used += 1
+                pair = [t for t in (best, again) if t.ok]
+            else:
+                pair = [best]
+            gain = self._sign(_mean(pair) - _mean(self.inc["trials"]))
+            threshold = max(self.noise, float(self.s.get("min_gain") or 0.0))
+            if len(pair) == len(self.inc["trials"]) and gain > threshold:
+                self.inc = {"values": dict(best.values), "trials": pair}
+                self.console.print(f"stage {name}: adopted ({self.metric} {_mean(pair):.4f}, "
+                                   f"gain {gain:.4f} > noise {threshold:.4f})")
+            else:
+                self.console.print(f"stage {name}: not adopted (gain {gain:.4f} over {len(pair)} seeds "
+                                   f"<= noise {threshold:.4f}); incumbent kept")
+        else:
+            self.console.print(f"stage {name}: no trial beat the incumbent; incumbent kept")
+        self._table(name, trials)
+        return used
+
+    def _widen(self, params: list[sw.Param], trials: list[sw.Trial]) -> list[sw.Param]:
+        """Ranges whose best point is within `sweep.edge` of a bound, extended on that side (once)."""
+        best = self._best(trials)
+        if best is None:
+            return params
+        edge, frac = float(self.s.get("edge", 0.1)), float(self.s.get("widen", 0.5))
+        out, changed = [], False
+        for p in params:
+            v = best.values.get(p.key)
+            if p.kind == "choice" or v is None:
+                out.append(p)
+                continue
+            pos = p.position(float(v))
+            side = "low" if pos <= edge else "high" if pos >= 1 - edge else None
+            out.append(p.widened(side, frac) if side else p)
+            changed |= side is not None
+        return out if changed else params
+
+    # ---------------------------------------------------------------- trials
+    def _trial(self, stage: str, rnd: int, seed: int, point: dict[str, Any]) -> sw.Trial:
+        """Incumbent + point; keys the chosen groups do not have (optim.beta1 under sgd) dropped."""
+        values = {**self.inc["values"], **{k: sw.fmt(v) for k, v in point.items()}} if stage != "baseline" else {}
+        t = sw.Trial(stage, rnd, seed, values)
+        try:  # composing with the group choices alone is enough: the other keys are checked to exist
+            cfg = self._compose({k: v for k, v in values.items() if k in self.groups})
+            t.values = {k: v for k, v in values.items()
+                        if k in self.groups or OmegaConf.select(cfg, k, default=_ABSENT) is not _ABSENT}
+        except Exception as e:  # an override the config cannot take: recorded as a failed trial
+            t.status, t.error = "failed", _one_line(e)
+        return t
+
+    def _run(self, trials: list[sw.Trial]) -> None:
+        todo = []
+        for t in trials:
+            old = self.done.get(t.key)
+            if old is not None:
+                t.trial, t.metric, t.time, t.status, t.error, t.run_dir = (
+                    old.trial, old.metric, old.time, old.status, old.error, old.run_dir)
+            elif t.status == "pending":
+                todo.append(t)
+        if todo:
+            failed = sum(1 for t in self.trials if t.status == "failed")
+            limit = int(self.s.get("max_failures", 5))
+            if failed >= limit:
+                raise StopSweep(f"{failed} failed trials (sweep.max_failures={limit})")
+            jobs = [[a for a in self.base if _key(a) not in t.values and _key(a) != "seed"] + t.overrides
+                    for t in todo]
+            tic = time.perf_counter()
+            results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
+            per_job = (time.perf_counter() - tic) / len(todo)
+            for i, (t, r) in enumerate(zip(todo, results)):
+                t.trial = self.job_idx + i
+                self._record(t, r, per_job)
+            self.job_idx += len(todo)
+        for t in trials:
+            if t.trial < 0:  # failed before launch (composition)
+                t.trial, self.job_idx = self.job_idx, self.job_idx + 1
+        self.trials.extend(trials)
+        sw.write_trials(self.csv, self.trials)
+
+    def _record(self, t: sw.Trial, r: Any, per_job: float) -> None:
+        t.time = per_job
+        try:
+            t.run_dir = str(r.hydra_cfg.hydra.runtime.output_dir)
+            summary = sw.json.loads((Path(t.run_dir) / "summary.json").read_text())
+            t.time = float(summary.get("wall_time", per_job))
+        except Exception:  # no summary (a crash before training): the batch's mean time
+            pass
+        if r.status == JobStatus.COMPLETED:
+            value = r._return_value
+            try:
+                t.metric = float(value)
+            except (TypeError, ValueError):
+                t.metric = float("nan")
+            t.status, t.error = ("completed", "") if math.isfinite(t.metric) else ("failed", f"non-finite metric {value}")
+        else:
+            t.status, t.error = "failed", _one_line(r._return_value)
+
+    def _check_same_sweep(self) -> None:
+        """A sweep dir resumes only the same job: trials of other overrides (epochs=20 vs 5) must not
+        be mixed in. `sweep.*` settings may change (a larger budget extends the sweep)."""
+        job = sorted(a for a in self.base if not _key(a).startswith(("sweep", "hydra")))
+        saved = self.dir / "sweep_job.yaml"
+        if saved.exists() and self.csv.exists():
+            before = [str(a) for a in OmegaConf.load(saved)]
+            if before != job:
+                raise DlrunError(f"{self.dir} holds a sweep of other job overrides ({' '.join(before) or 'none'} "
+                                 f"vs {' '.join(job) or 'none'}): give another hydra.sweep.dir")
+        OmegaConf.save(OmegaConf.create(job), saved)
+
+    def _pin_sweep_dir(self) -> None:
+        """Every job gets the resolved folder: launchers that compose jobs in other processes
+        (joblib, Ray, submitit) neither know dlrun's resolvers nor should pick a new unique name."""
+        with read_write(self.config.hydra), open_dict(self.config.hydra):
+            self.config.hydra.sweep.dir = str(self.dir)
+            self.config.hydra.overrides.hydra.append(f"hydra.sweep.dir={self.dir}")
+
+    def _recover_finished_runs(self) -> None:
+        """Trials that completed after the last write of trials.csv (the sweep was killed while a
+        batch ran): their run folders hold the overrides and a completed summary.json."""
+        known = {t.run_dir for t in self.done.values()}
+        for d in sorted(p for p in self.dir.iterdir() if p.name.isdigit()):
+            summary, over = d / "summary.json", d / ".hydra" / "overrides.yaml"
+            if str(d.resolve()) in known or not (summary.exists() and over.exists()):
+                continue
+            try:
+                info = sw.json.loads(summary.read_text())
+                args = [str(a) for a in OmegaConf.load(over)]
+            except Exception:  # a half-written file: the trial runs again
+                continue
+            if info.get("status") != "completed" or info.get("value") is None:
+                continue
+            values = {_key(a): a.split("=", 1)[1] for a in args if a not in self.base and _key(a) != "seed"}
+            seed = next((int(a.split("=", 1)[1]) for a in args if _key(a) == "seed"), self.seeds[0])
+            t = sw.Trial("?", -1, seed, values, int(d.name), float(info["value"]),
+                         float(info.get("wall_time") or 0), "completed", "", str(d.resolve()))
+            self.done.setdefault(t.key, t)
+
+    # ---------------------------------------------------------------- helpers
+    def _compose(self, values: dict[str, str]) -> DictConfig:
+        """The job config for these overrides (cached: composing takes a noticeable fraction of a second)."""
+        over = [a for a in self.base if _key(a) not in values] + [f"{k}={v}" for k, v in sorted(values.items())]
+        sig = tuple(over)
+        if sig not in self._composed:
+            try:
+                self._composed[sig] = self.hydra_context.config_loader.load_sweep_config(
+                    master_config=self.config, sweep_overrides=over)
+            except Exception as e:
+                self._composed[sig] = e
+        if isinstance(self._composed[sig], Exception):
+            raise self._composed[sig]
+        return self._composed[sig]
+
+    def _exists(self, key: str, stage_keys: list[str]) -> bool:
+        """A group, or a key of the incumbent's config, or of one of the choices of a group searched
+        in the same stage (optim.momentum exists once optim=sgd is on the grid)."""
+        if key in self.groups:
+            return True
+        groups = {k: v for k, v in self.inc["values"].items() if k in self.groups}
+        variants = [groups] + [{**groups, g: c} for g in stage_keys if g in self.groups
+                               and key.startswith(g + ".") for c in self.space[g].choices]
+        for v in variants:
+            try:
+                if OmegaConf.select(self._compose(v), key, default=_ABSENT) is not _ABSENT:
+                    return True
+            except Exception:  # a choice that does not compose is reported on its own trial
+                continue
+        return False
+
+    def _check_arguments(self, arguments: list[str]) -> list[str]:
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        for o in parser.parse_overrides(arguments):
+            if o.is_sweep_override():
+                raise DlrunError(f"`{o.input_line}`: the importance sweep takes its search space from "
+                                 f"sweep.space (e.g. sweep.space.optim.lr=[1e-5,1e-1]), not a Hydra sweep list")
+        return list(arguments)
+
+    def _sign(self, d: float) -> float:
+        return -d if self.lower else d
+
+    def _better(self, a: float, b: float) -> bool:
+        return self._sign(a - b) > 0
+
+    def _best(self, trials: list[sw.Trial]) -> sw.Trial | None:
+        ok = [t for t in trials if t.ok]
+        return (min if self.lower else max)(ok, key=lambda t: t.metric) if ok else None
+
+    def _table(self, name: str, trials: list[sw.Trial]) -> None:
+        inc_key = self.inc["trials"][0].key if getattr(self, "inc", None) else None
+        self.console.print(sw.stage_table(name, trials, self.metric, inc_key))
+
+    def _finish(self, stopped: str) -> None:
+        inc = getattr(self, "inc", None)
+        imp = sw.importance(self.stages, self.trials)
+        result = {"optimized_metric": self.metric, "stopped": stopped or None,
+                  "noise": getattr(self, "noise", None), "trials": len(self.trials),
+                  "failed": sum(t.status == "failed" for t in self.trials), "params": imp}
+        if inc:
+            result["best"] = {"values": inc["values"], "metric": _mean(inc["trials"]),
+                              "seeds": [t.seed for t in inc["trials"]], "trials": [t.trial for t in inc["trials"]]}
+            keep = [a for a in self.base if _key(a) != "seed" and not _key(a).startswith(("sweep", "hydra"))]
+            command = " ".join(["dlrun --config-dir", str(self.dir.resolve()), "+best=best", *keep])
+            (self.dir / "best").mkdir(exist_ok=True)
+            text = sw.best_yaml(inc["values"], self.groups, self.metric, _mean(inc["trials"]), command)
+            (self.dir / "best.yaml").write_text(text)
+            (self.dir / "best" / "best.yaml").write_text(text)
+            self.console.print(f"best {self.metric} {_mean(inc['trials']):.4f} (mean of {len(inc['trials'])} seeds): "
+                               + (" ".join(f"{k}={v}" for k, v in sorted(inc["values"].items())) or "the defaults"))
+            self.console.print(f"re-run it: {command}")
+        sw.write_json(self.dir / "importance.json", result)
+        if imp:
+            try:
+                sw.importance_plot(imp, self.metric, self.dir / "importance.png")
+            except Exception as e:  # a plot is a convenience: never lose the sweep over it
+                self.console.print(f"importance.png not written: {e}")
+        (self.dir / "stages.txt").write_text(self.console.export_text())
+        self.console.print(f"sweep dir: {self.dir} (trials.csv, importance.json, best.yaml)")
+
+
+def _key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def _mean(trials: list[sw.Trial]) -> float:
+    return sum(t.metric for t in trials) / len(trials) if trials else float("nan")
+
+
+def _one_line(e: Any) -> str:
+    text = f"{type(e).__name__}: {e}" if isinstance(e, BaseException) else str(e)
+    return " ".join(text.split())[:300]

@@ -1,0 +1,52 @@
+"""A Hydra app on dlrun's own config whose metric is a known function of the swept values, so the
+importance sweeper's decisions can be checked in a second (tests/test_sweep.py). Each call is
+appended to $SWEEP_CALLS; model.depth >= 3 raises (a crashing trial); $SWEEP_KILL_AT=N kills the
+process at the N-th call (a sweep interrupted mid-way); a
+finished call writes summary.json as dlrun does."""
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dlrunner.rundir import register_resolvers  # noqa: E402
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def objective(cfg: DictConfig) -> float:
+    """Peaks at lr 3e-3, cosine, width 16, glorot, gelu; the seed moves it by 0.002."""
+    value = 0.9 - 0.1 * (math.log10(cfg.optim.lr) - math.log10(3e-3)) ** 2
+    value -= 0.0 if cfg.schedule._target_.endswith("cosine") else 0.05
+    value -= 0.01 * abs(math.log2(cfg.model.width / 16))
+    value += 0.02 * (cfg.model.init == "glorot") + 0.02 * (cfg.model.act == "gelu")
+    return value + 0.002 * cfg.seed
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
+def app(cfg: DictConfig) -> float:
+    calls = Path(os.environ["SWEEP_CALLS"])
+    with calls.open("a") as f:
+        f.write(f"{cfg.seed} {cfg.optim.lr} {cfg.model.width}\n")
+    n = len(calls.read_text().splitlines())
+    if os.environ.get("SWEEP_KILL_AT") and n >= int(os.environ["SWEEP_KILL_AT"]):
+        os._exit(137)
+    if cfg.model.depth >= 3:
+        raise RuntimeError(f"CUDA out of memory (depth {cfg.model.depth})")
+    if cfg.model.hidden > 250:
+        return float("nan")
+    value = objective(cfg)
+    # what dlrun writes at the end of a run, and what a resumed sweep reads back
+    out = Path(HydraConfig.get().runtime.output_dir) / "summary.json"
+    out.write_text(json.dumps({"status": "completed", "value": value, "wall_time": 0.0}))
+    return value
+
+
+if __name__ == "__main__":
+    register_resolvers()
+    app()

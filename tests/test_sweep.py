@@ -1,0 +1,192 @@
+"""`dlrun -m sweep=importance`: the hydra_plugins sweeper on a known objective (stage order, carried
+incumbents, failures, resume) and one small real sweep on digits."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dlrunner.sweep import Param, propose, read_space, split_budget
+
+APP = Path(__file__).resolve().parent / "sweep_objective_app.py"
+FAST = ["sweep=importance", "sweep.budget=20", "sweep.space.model.depth=[1,2,3]"]
+
+
+def run_app(tmp_path: Path, *args: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SWEEP_CALLS": str(tmp_path / "calls.txt"), "HYDRA_FULL_ERROR": "1"}
+    env.pop("SWEEP_KILL_AT", None)
+    if kill_at:
+        env["SWEEP_KILL_AT"] = str(kill_at)
+    return subprocess.run([sys.executable, str(APP), "-m", *args, f"hydra.sweep.dir={tmp_path / 'sw'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def rows(tmp_path: Path) -> list[dict]:
+    with (tmp_path / "sw" / "trials.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def values(row: dict) -> dict:
+    return dict(kv.split("=", 1) for kv in row["overrides"].split())
+
+
+def calls(tmp_path: Path) -> int:
+    return len((tmp_path / "calls.txt").read_text().splitlines())
+
+
+def test_space_parsing_and_proposals():
+    space = read_space({"optim": {"lr": [1e-4, 1e-2]}, "model": {"width": [4, 32], "act": ["relu", "gelu"]}},
+                       {"schedule": ["constant", "cosine"]})
+    assert space["optim.lr"].kind == "log" and not space["optim.lr"].integer
+    assert space["model.width"].integer and space["model.act"].kind == "choice"
+    pts = propose([space["optim.lr"], space["schedule"]], 8, seed=0)
+    lrs = sorted(p["optim.lr"] for p in pts)
+    assert all(1e-4 <= v <= 1e-2 for v in lrs)
+    # log scale: a quasi-random set covers every decade of the range evenly
+    assert sum(v < 1e-3 for v in lrs) == 4
+    assert [p["schedule"] for p in pts].count("cosine") == 4  # grid: every choice equally often
+    assert split_budget(19, [0.5, 0.3, 0.2]) == [9, 6, 4]  # 9.5, 5.7, 3.8: largest remainders
+    wide = Param("optim.lr", "log", 1e-4, 1e-2).widened("high", 0.5)
+    assert math.isclose(wide.high, 1e-1) and wide.low == 1e-4
+
+
+def test_stages_incumbents_failures_and_resume(tmp_path):
+    res = run_app(tmp_path, *FAST)
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    assert len(trials) == 20 == calls(tmp_path) + sum(1 for t in trials if t["status"] == "failed" and not t["run_dir"])
+    # stages in the tiers' order
+    order = [t["stage"] for t in trials]
+    assert order == sorted(order, key=["baseline", "tier1", "tier2", "tier3"].index)
+    tier1 = [t for t in trials if t["stage"] == "tier1" and t["status"] == "completed"]
+    best1 = max((t for t in tier1 if t["seed"] == "0"), key=lambda t: float(t["metric"]))
+    assert values(best1)["schedule"] == "cosine"  # the objective's best schedule
+    # tier1's winner is carried into every tier2 trial; the LR is re-tuned within x3 of it
+    lr1 = float(values(best1)["optim.lr"])
+    for t in (t for t in trials if t["stage"] == "tier2"):
+        v = values(t)
+        assert v["schedule"] == "cosine" and v["model.width"] == values(best1)["model.width"]
+        assert lr1 / 3 * 0.99 <= float(v["optim.lr"]) <= lr1 * 3 * 1.01
+    # the crashing trials are recorded with their error and the sweep went on to tier3
+    failed = [t for t in trials if t["status"] == "failed"]
+    assert failed and all(values(t)["model.depth"] == "3" for t in failed)
+    assert all("out of memory" in t["error"] for t in failed)
+    assert any(t["stage"] == "tier3" for t in trials)
+    # a confirmation re-run with the second seed precedes each adoption
+    imp = json.loads((tmp_path / "sw" / "importance.json").read_text())
+    best = imp["best"]
+    assert best["seeds"] == [0, 1] and best["values"]["schedule"] == "cosine"
+    assert imp["failed"] == len(failed) and "schedule" in imp["params"]
+    best_yaml = (tmp_path / "sw" / "best.yaml").read_text()
+    assert "override /schedule: cosine" in best_yaml
+    # the documented re-run command composes exactly the winner
+    command = next(line for line in best_yaml.splitlines() if line.startswith("# re-run: dlrun "))
+    args = command.removeprefix("# re-run: dlrun ").split()
+    cfg = subprocess.run([sys.executable, "-m", "dlrunner", *args, "--cfg", "job"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert cfg.returncode == 0, cfg.stderr
+    job = yaml.safe_load(cfg.stdout)
+    assert job["schedule"]["_target_"].endswith("cosine")
+    assert math.isclose(job["optim"]["lr"], float(best["values"]["optim.lr"]))
+    assert job["model"]["width"] == int(best["values"]["model.width"])
+    # the same command on the same sweep dir runs nothing again
+    before = calls(tmp_path)
+    again = run_app(tmp_path, *FAST)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert calls(tmp_path) == before and len(rows(tmp_path)) == 20
+    assert "resuming" in again.stdout
+    # the same folder with another job (other trials' results would not apply) is refused
+    other = run_app(tmp_path, *FAST, "epochs=3")
+    assert other.returncode == 2 and "holds a sweep of other job overrides" in other.stderr
+    assert calls(tmp_path) == before
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    small = ["sweep=importance", "sweep.budget=12", "sweep.seeds=[0]"]
+    # tier1's first round is trials 1-4, its second 5-6: the kill lands in the middle of a batch
+    res = run_app(tmp_path, *small, kill_at=7)
+    assert res.returncode != 0
+    done = rows(tmp_path)
+    assert 0 < len(done) < 12
+    first = calls(tmp_path)
+    res = run_app(tmp_path, *small)
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = rows(tmp_path)
+    assert [t["overrides"] for t in final[: len(done)]] == [t["overrides"] for t in done]
+    # every call that finished before the kill (in trials.csv or only in its run folder) is reused:
+    # only the killed trial and the ones never started run now
+    launched = sum(1 for t in final if t["run_dir"])
+    assert calls(tmp_path) - first == launched - (first - 1)
+
+
+def test_joblib_launcher_runs_the_same_trials(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    small = ["sweep=importance", "sweep.budget=8"]
+    basic = tmp_path / "basic"
+    joblib = tmp_path / "joblib"
+    basic.mkdir(), joblib.mkdir()
+    assert run_app(basic, *small).returncode == 0
+    res = run_app(joblib, *small, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    same = ["stage", "round", "seed", "overrides", "metric", "status"]
+    assert [[t[k] for k in same] for t in rows(basic)] == [[t[k] for k in same] for t in rows(joblib)]
+    assert 5 <= len(rows(joblib)) <= 8 and {Path(t["run_dir"]).parent for t in rows(joblib)} == {joblib / "sw"}
+
+
+def test_bad_sweep_settings_are_one_line_before_any_trial(tmp_path):
+    for bad, says in [("sweep.space.optim.lr=[0,1]", "log-scale range needs low > 0"),
+                      ("sweep.tiers=[[optim.nope]]", "sweep.tiers name ['optim.nope']"),
+                      ("optim.lr=1e-3,1e-2", "not a Hydra sweep list"),
+                      ("sweep.budget=2", "leaves no trial after the baseline"),
+                      ("sweep.shares=[1.0]", "sweep.shares has 1 entries for 3 tiers")]:
+        res = run_app(tmp_path, "sweep=importance", bad)
+        assert res.returncode == 2
+        assert res.stderr.strip().splitlines()[-1].startswith("dlrun: error:") and says in res.stderr
+        assert not (tmp_path / "calls.txt").exists()
+
+
+def test_failure_budget_stops_the_sweep(tmp_path):
+    res = run_app(tmp_path, *FAST, "sweep.max_failures=1", "sweep.space.model.depth=[3,4,5]",
+                  "sweep.tiers=[[model.depth],[optim.lr]]", "sweep.shares=[0.5,0.5]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    # the first round (one launch of 3 trials) all crash; no later stage is launched
+    assert [t["status"] for t in trials if t["stage"] != "baseline"] == ["failed"] * 3
+    assert "max_failures=1" in json.loads((tmp_path / "sw" / "importance.json").read_text())["stopped"]
+
+
+@pytest.mark.slow
+def test_real_sweep_on_digits(dlrun, tmp_path):
+    res = dlrun("-m", "sweep=importance", "sweep.budget=3", "sweep.seeds=[0]", "epochs=1", "data.fraction=0.2",
+                "sweep.tiers=[[optim.lr],[model.act]]", "sweep.shares=[0.5,0.5]", f"hydra.sweep.dir={tmp_path / 'sw'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    assert [t["stage"] for t in trials] == ["baseline", "tier1", "tier2"]
+    assert "optim.lr=" in trials[1]["overrides"] and "model.act=" in trials[2]["overrides"]
+    for t in trials:  # the metric recorded is the one each run wrote to its summary.json
+        summary = json.loads((Path(t["run_dir"]) / "summary.json").read_text())
+        assert math.isclose(float(t["metric"]), summary["value"], rel_tol=1e-5)
+    best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
+    assert best["metric"] >= float(trials[0]["metric"])
+    assert (tmp_path / "sw" / "importance.png").exists()
+
+
+def test_a_key_given_on_the_command_line_is_fixed(tmp_path):
+    res = run_app(tmp_path, "sweep=importance", "sweep.budget=8", "model.width=16", "optim.lr=0.003")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    assert len(trials) > 2 and not any("model.width" in t["overrides"] or "optim.lr" in t["overrides"] for t in trials)
+    seen = {tuple(line.split()[1:]) for line in (tmp_path / "calls.txt").read_text().splitlines()}
+    assert seen == {("0.003", "16")}  # every trial ran with the user's values
+
+
+def test_a_failing_baseline_stops_with_one_line(tmp_path):
+    res = run_app(tmp_path, "sweep=importance", "model.depth=3")
+    assert res.returncode == 2 and calls(tmp_path) == 2  # both baseline seeds, nothing after
+    assert res.stderr.strip().splitlines()[-1].startswith("dlrun: error: the baseline")
+    assert "out of memory" in res.stderr and [t["status"] for t in rows(tmp_path)] == ["failed", "failed"]
