@@ -190,3 +190,57 @@ def test_a_failing_baseline_stops_with_one_line(tmp_path):
     assert res.returncode == 2 and calls(tmp_path) == 2  # both baseline seeds, nothing after
     assert res.stderr.strip().splitlines()[-1].startswith("dlrun: error: the baseline")
     assert "out of memory" in res.stderr and [t["status"] for t in rows(tmp_path)] == ["failed", "failed"]
+
+
+def _same_trials_as_basic(tmp_path: Path, *launcher: str) -> subprocess.CompletedProcess:
+    """Run one small sweep (a tier with crashing trials included) with the basic launcher and with
+    `launcher`; both must record the same trials, failures included."""
+    small = ["sweep=importance", "sweep.budget=10", "sweep.space.model.depth=[1,2,3]",
+             "sweep.tiers=[[optim.lr],[model.depth]]", "sweep.shares=[0.5,0.5]"]
+    basic, other = tmp_path / "basic", tmp_path / "other"
+    basic.mkdir(), other.mkdir()
+    assert run_app(basic, *small).returncode == 0
+    res = run_app(other, *small, *launcher)
+    assert res.returncode == 0, res.stderr[-3000:]
+    same = ["stage", "round", "seed", "overrides", "metric", "status"]
+    assert [[t[k] for k in same] for t in rows(basic)] == [[t[k] for k in same] for t in rows(other)]
+    assert "failed" in {t["status"] for t in rows(other)}  # a crashing trial is recorded, the sweep goes on
+    assert {Path(t["run_dir"]).parent for t in rows(other) if t["run_dir"]} == {other / "sw"}
+    return res
+
+
+def test_ray_launcher_on_local_ray_runs_the_same_trials(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    res = _same_trials_as_basic(tmp_path, "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+                                "+hydra.launcher.ray.init.include_dashboard=false")
+    assert "Ray Launcher is launching" in res.stdout + res.stderr
+
+
+def test_submitit_launcher_runs_the_same_trials(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    res = _same_trials_as_basic(tmp_path, "hydra/launcher=submitit_local")
+    assert "Submitit 'local' sweep output dir" in res.stdout + res.stderr
+
+
+def test_ray_trials_ask_for_a_gpu_when_told(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.dlrun_importance_sweeper.importance_sweeper import _gpus_per_ray_trial
+
+    def config(gpus, remote):
+        return OmegaConf.create({"sweep": {"gpus_per_trial": gpus}, "hydra": {"launcher": {
+            "_target_": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", "ray": {"remote": remote}}}})
+
+    cfg = config(1, {})
+    _gpus_per_ray_trial(cfg)
+    assert cfg.hydra.launcher.ray.remote.num_gpus == 1
+    cfg = config(1, {"num_gpus": 0.5})  # the launcher's own setting wins
+    _gpus_per_ray_trial(cfg)
+    assert cfg.hydra.launcher.ray.remote.num_gpus == 0.5
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg = config("auto", {})
+    _gpus_per_ray_trial(cfg)
+    assert "num_gpus" not in cfg.hydra.launcher.ray.remote
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    _gpus_per_ray_trial(cfg)
+    assert cfg.hydra.launcher.ray.remote.num_gpus == 1

@@ -40,6 +40,24 @@ class StopSweep(Exception):
     """The failure budget is spent."""
 
 
+def _gpus_per_ray_trial(config: DictConfig) -> None:
+    """Under `hydra/launcher=ray`, every trial asks Ray for `sweep.gpus_per_trial` GPUs (auto: one when
+    this machine has CUDA, else none); an explicit `hydra.launcher.ray.remote.num_gpus` wins. Without
+    a GPU request Ray hides the GPUs from the trial, which would then train on the CPU."""
+    launcher = config.hydra.get("launcher") or {}
+    if "RayLauncher" not in str(launcher.get("_target_", "")) or "sweep" not in config:
+        return
+    want = config.sweep.get("gpus_per_trial", "auto")
+    if want == "auto":
+        import torch
+
+        want = 1 if torch.cuda.is_available() else 0
+    remote = launcher.ray.remote
+    if want and "num_gpus" not in remote:
+        with read_write(remote), open_dict(remote):
+            remote.num_gpus = want
+
+
 class ImportanceSweeper(Sweeper):
     def __init__(self) -> None:
         self.hydra_context: HydraContext | None = None
@@ -50,6 +68,7 @@ class ImportanceSweeper(Sweeper):
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
+        _gpus_per_ray_trial(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
