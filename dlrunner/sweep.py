@@ -28,6 +28,19 @@ class Param:
     high: float = 0.0
     integer: bool = False
     choices: list[Any] = field(default_factory=list)
+    relative: bool = False          # low/high are multiples of the config's own value ({times: [lo, hi]})
+
+    def around(self, value: Any) -> "Param":
+        """A relative range made absolute around `value` (the incumbent's): integer if it is."""
+        if not self.relative:
+            return self
+        if not _is_number(value) or value <= 0:
+            raise DlrunError(f"sweep.space.{self.key}: {{times: ...}} needs a positive number, the config has {value!r}")
+        integer = isinstance(value, int)
+        low, high = value * self.low, value * self.high
+        if integer:
+            low, high = max(1, round(low)), max(2, round(high))
+        return Param(self.key, self.kind, float(low), float(max(high, low * 1.01)), integer)
 
     def value(self, u: float) -> Any:
         """The point at quantile u in [0, 1) of the range (log-spaced for `log`)."""
@@ -62,10 +75,17 @@ class Param:
 
 def parse_param(key: str, spec: Any) -> Param:
     """`[lo, hi]` (two numbers): a log-scale range (integer when both are); any other list: choices;
-    `{choices: [...]}`; `{low, high, log: true, int: false}`."""
+    `{choices: [...]}`; `{low, high, log: true, int: false}`; `{times: [lo, hi]}`: a log range from lo to hi
+    times the config's own value (model.width: 6 on lenet, 128 on mlp)."""
     if isinstance(spec, dict):
         if "choices" in spec:
             return _choices(key, list(spec["choices"]))
+        if "times" in spec:  # multiples of the selected model's own value: one range for every rung
+            times = spec["times"]
+            if not (isinstance(times, (list, tuple)) and len(times) == 2 and all(_is_number(v) and v > 0 for v in times)
+                    and times[0] < times[1]):
+                raise DlrunError(f"sweep.space.{key}: {{times: [lo, hi]}} needs two factors 0 < lo < hi, got {times!r}")
+            return Param(key, "log", float(times[0]), float(times[1]), relative=True)
         if "low" in spec and "high" in spec:
             return _range(key, spec["low"], spec["high"], bool(spec.get("log", True)), spec.get("int"))
     elif isinstance(spec, (list, tuple)):
@@ -101,7 +121,7 @@ def read_space(space: dict[str, Any], groups: dict[str, Any]) -> dict[str, Param
     out: dict[str, Param] = {}
 
     def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict) and not ({"choices", "low"} & set(node)):
+        if isinstance(node, dict) and not ({"choices", "low", "times"} & set(node)):
             for k, v in node.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
         else:

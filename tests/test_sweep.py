@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlrunner.errors import DlrunError
 from dlrunner.sweep import Param, propose, read_space, split_budget
 
 APP = Path(__file__).resolve().parent / "sweep_objective_app.py"
@@ -53,6 +54,13 @@ def test_space_parsing_and_proposals():
     assert split_budget(19, [0.5, 0.3, 0.2]) == [9, 6, 4]  # 9.5, 5.7, 3.8: largest remainders
     wide = Param("optim.lr", "log", 1e-4, 1e-2).widened("high", 0.5)
     assert math.isclose(wide.high, 1e-1) and wide.low == 1e-4
+    # {times: [lo, hi]}: one range for every rung, made absolute around the model's own value
+    rel = read_space({"model": {"width": {"times": [0.5, 4]}}}, {})["model.width"]
+    assert rel.relative and (rel.around(6).low, rel.around(6).high, rel.around(6).integer) == (3, 24, True)
+    assert (rel.around(128).low, rel.around(128).high) == (64, 512)
+    assert rel.around(0.1).low == 0.05 and not rel.around(0.1).integer
+    with pytest.raises(DlrunError, match="two factors"):
+        read_space({"model": {"width": {"times": [4, 0.5]}}}, {})
 
 
 def test_stages_incumbents_failures_and_resume(tmp_path):
@@ -177,12 +185,16 @@ def test_real_sweep_on_digits(dlrun, tmp_path):
 
 
 def test_a_key_given_on_the_command_line_is_fixed(tmp_path):
-    res = run_app(tmp_path, "sweep=importance", "sweep.budget=8", "model.width=16", "optim.lr=0.003")
+    res = run_app(tmp_path, "sweep=importance", "sweep.budget=8", "model.width=16", "optim.lr=0.003", "seed=5")
     assert res.returncode == 0, res.stderr[-3000:]
     trials = rows(tmp_path)
     assert len(trials) > 2 and not any("model.width" in t["overrides"] or "optim.lr" in t["overrides"] for t in trials)
-    seen = {tuple(line.split()[1:]) for line in (tmp_path / "calls.txt").read_text().splitlines()}
-    assert seen == {("0.003", "16")}  # every trial ran with the user's values
+    calls_ = [line.split() for line in (tmp_path / "calls.txt").read_text().splitlines()]
+    assert {tuple(c[1:]) for c in calls_} == {("0.003", "16")}  # every trial ran with the user's values
+    # seed=5 is the searches' seed; the second of sweep.seeds=[0,1] confirms
+    assert [t["seed"] for t in trials if t["round"] != "3"] == ["5", "0"] + ["5"] * (len(trials) - 2 - sum(
+        t["round"] == "3" for t in trials))
+    assert {c[0] for c in calls_} == {"5", "0"} and "searches use seed 5, confirmations seed 0" in res.stdout
 
 
 def test_a_failing_baseline_stops_with_one_line(tmp_path):

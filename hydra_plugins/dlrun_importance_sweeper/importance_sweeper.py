@@ -93,6 +93,11 @@ class ImportanceSweeper(Sweeper):
         self.lower = "loss" in self.metric
         self.seeds = [int(x) for x in self.s.get("seeds") or [0]]
         self.console = Console(highlight=False, record=True)
+        given = [int(a.split("=", 1)[1]) for a in self.base if _key(a) == "seed"]
+        if given and given[-1] != self.seeds[0]:  # `seed=N` on the command line: the searches use it
+            self.seeds = [given[-1]] + [x for x in self.seeds if x != given[-1]][: len(self.seeds) - 1]
+            self.console.print(f"seed={given[-1]} given: searches use seed {self.seeds[0]}"
+                               + (f", confirmations seed {self.seeds[1]}" if len(self.seeds) > 1 else ""))
 
         self.dir = Path(self.config.hydra.sweep.dir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +155,7 @@ class ImportanceSweeper(Sweeper):
     def _stage(self, name: str, keys: list[str], n: int, confirm: int, first: bool) -> int:
         params = [self.space[k] for k in keys if k not in self.fixed and self._exists(k, keys)]
         params = [p for p in params if not (p.kind == "choice" and len(p.choices) < 2)]
+        params = [self._absolute(p) for p in params]
         retune = float(self.s.get("lr_retune") or 0)
         if (not first and retune > 1 and "optim.lr" in self.space and "optim.lr" not in keys
                 and "optim.lr" not in self.fixed and params):
@@ -338,6 +344,13 @@ class ImportanceSweeper(Sweeper):
         if isinstance(self._composed[sig], Exception):
             raise self._composed[sig]
         return self._composed[sig]
+
+    def _absolute(self, p: sw.Param) -> sw.Param:
+        """A `{times: [lo, hi]}` range around the value the selected config (groups included) has."""
+        if not p.relative:
+            return p
+        groups = {k: v for k, v in self.inc["values"].items() if k in self.groups}
+        return p.around(OmegaConf.select(self._compose(groups), p.key))
 
     def _exists(self, key: str, stage_keys: list[str]) -> bool:
         """A group, or a key of the incumbent's config, or of one of the choices of a group searched
