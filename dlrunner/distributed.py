@@ -195,7 +195,7 @@ class DataParallel:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self._ddp = DDP(model, device_ids=ids, broadcast_buffers=True)
+            self._ddp = DDP(model, device_ids=ids)  # buffers follow rank 0's at every forward (the default)
             self._key = key
         return self._ddp
 
