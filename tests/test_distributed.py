@@ -22,7 +22,7 @@ from dlrunner.distributed import ShardedBatches, World
 from dlrunner.errors import DlrunError
 from dlrunner.validate import validate
 
-JOB = ("data=digits", "model=lenet", "epochs=4", "device=cpu", "checkpoint_interval=0", "seed=3")
+JOB = ("data=digits", "data.fraction=0.5", "model=lenet", "epochs=3", "device=cpu", "checkpoint_interval=0", "seed=3")
 COLUMNS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
 
 
@@ -31,13 +31,13 @@ def read_metrics(run: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def assert_same_metrics(a: list[dict], b: list[dict], rel: float = 2e-3) -> None:
+def assert_same_metrics(a: list[dict], b: list[dict], rel: float = 1e-5) -> None:
     """Same epochs, same values up to float summation order (DDP averages two half-batch
-    gradients where one process takes the mean of the whole batch)."""
+    gradients where one process takes the mean of the whole batch): measured ~1e-8 relative."""
     assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
     for ra, rb in zip(a, b):
         for k in COLUMNS:
-            assert ra[k] == pytest.approx(rb[k], rel=rel, abs=1e-4), (ra["epoch"], k, ra[k], rb[k])
+            assert ra[k] == pytest.approx(rb[k], rel=rel, abs=1e-7), (ra["epoch"], k, ra[k], rb[k])
 
 
 # ---- sharding: fast, no processes ----
@@ -114,16 +114,16 @@ def test_two_processes_match_one_and_write_one_run_folder(runs):
     assert [p.name for p in (cwd2 / "outputs").glob("*/*")] == [run2.name]
     assert sorted(p.name for p in (run2 / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
     assert "trainer.devices=2" in (run2 / ".hydra" / "overrides.yaml").read_text()
-    assert proc2.stdout.count("epoch 1/4") == 1  # rank 0 alone reports
+    assert proc2.stdout.count("epoch 1/3") == 1  # rank 0 alone reports
     m1, m2 = read_metrics(run1), read_metrics(run2)
-    assert len(m2) == 4
+    assert len(m2) == 3
     assert_same_metrics(m1, m2)
     assert m2[-1]["val/acc"] > 0.5  # it learned: the comparison is not between two untrained nets
     # the final weights agree too
     w1 = torch.load(run1 / "checkpoints" / "last.pt", weights_only=True)["model"]
     w2 = torch.load(run2 / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in w1:
-        assert torch.allclose(w1[k], w2[k], atol=2e-4, rtol=1e-3), k
+        assert torch.allclose(w1[k], w2[k], atol=1e-5, rtol=1e-4), k
     s2 = json.loads((run2 / "summary.json").read_text())
     assert s2["status"] == "completed"
     d = s2["distributed"]
@@ -143,7 +143,7 @@ def test_interrupted_two_process_run_resumes(runs, tmp_path):
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "outputs").rglob("metrics.csv")):
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
@@ -153,7 +153,7 @@ def test_interrupted_two_process_run_resumes(runs, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     done = len(read_metrics(run))
-    assert 1 <= done < 4
+    assert 1 <= done < 3
     saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]
     res = subprocess.run([*cmd, "resume=auto"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -163,8 +163,8 @@ def test_interrupted_two_process_run_resumes(runs, tmp_path):
     assert info["resumed_from"] == str(run.resolve())
     assert (info["epoch"], info["batch"]) == (saved["epoch"], saved["batch"])
     final = json.loads((resumed[0] / "summary.json").read_text())
-    assert final["status"] == "completed" and final["epochs_run"] == 4
+    assert final["status"] == "completed" and final["epochs_run"] == 3
     assert final["distributed"]["samples_per_epoch"]["train"] == final["data"]["train"]
     _, (cwd2, _) = runs[1], runs[2]
     [reference] = run_dirs(cwd2)
-    assert_same_metrics(read_metrics(resumed[0]), read_metrics(reference), rel=1e-4)
+    assert_same_metrics(read_metrics(resumed[0]), read_metrics(reference))
