@@ -86,17 +86,23 @@ def test_bad_device_settings_fail_before_any_work(make_cfg):
 
 # ---- end to end: real processes ----
 
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One 1-process and one 2-process run of the same job, each in its own folder."""
+    """The same job in 1 process, in 2 (trainer.devices=2) and under torchrun with 2, each in its
+    own folder."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = {}
-    for devices in (1, 2):
-        cwd = tmp_path_factory.mktemp(f"devices{devices}")
-        proc = subprocess.run([sys.executable, "-m", "dlrunner", *JOB, f"trainer.devices={devices}"], cwd=cwd,
+    for name, launcher, extra in ((1, (sys.executable,), ["trainer.devices=1"]),
+                                  (2, (sys.executable,), ["trainer.devices=2"]),
+                                  ("torchrun", TORCHRUN, [])):
+        cwd = tmp_path_factory.mktemp(f"devices{name}")
+        proc = subprocess.run([*launcher, "-m", "dlrunner", *JOB, *extra], cwd=cwd,
                               env=env, capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        out[devices] = (cwd, proc)
+        out[name] = (cwd, proc)
     return out
 
 
@@ -168,3 +174,20 @@ def test_interrupted_two_process_run_resumes(runs, tmp_path):
     _, (cwd2, _) = runs[1], runs[2]
     [reference] = run_dirs(cwd2)
     assert_same_metrics(read_metrics(resumed[0]), read_metrics(reference))
+
+
+@pytest.mark.slow
+def test_torchrun_launch_trains_the_same_job(runs):
+    """Under torchrun (RANK/WORLD_SIZE from the launcher, trainer.devices left at 1) the job is
+    the same data-parallel run: one folder, rank 0's output, the 2-process metrics."""
+    import json
+
+    (cwd, proc), (cwd2, _) = runs["torchrun"], runs[2]
+    [run] = run_dirs(cwd)
+    assert [p.name for p in (cwd / "outputs").glob("*/*")] == [run.name]
+    assert proc.stdout.count("epoch 1/3") == 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["distributed"]["world_size"] == 2
+    assert summary["distributed"]["samples_per_epoch"]["val"] == summary["data"]["val"]
+    [run2] = run_dirs(cwd2)
+    assert_same_metrics(read_metrics(run), read_metrics(run2))
