@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dlrunner.oom import OOMGuard, pieces
 from dlrunner.precision import Precision
 from dlrunner.tricks.base import Tricks
 
@@ -80,7 +81,7 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
                 precision: Precision, tricks: Tricks, state: TrainState, meter: Meter,
                 should_stop: Callable[[], bool], on_progress: Callable[[int, torch.Tensor], None],
                 nan_every: int = 1, forward: nn.Module | None = None,
-                any_rank: Callable[[bool], bool] | None = None) -> bool:
+                any_rank: Callable[[bool], bool] | None = None, oom: OOMGuard | None = None) -> bool:
     """Train from state.batch to the end of state.epoch. False if stopped early (signal).
     The loss is checked for NaN/Inf before the backward pass every `nan_every` steps (each check
     syncs the device; on a CPU it is free), so the weights of the last good step are intact.
@@ -88,23 +89,46 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
     Data parallel: `forward` is the DistributedDataParallel wrapper of `model`, `any_rank` turns
     a local flag into the same answer on every rank (a NaN on one rank stops all of them), and
     `batches.weight` (a rank's share of an uneven batch) scales the loss that is backpropagated
-    so the averaged gradient is the whole batch's."""
+    so the averaged gradient is the whole batch's.
+
+    oom: on out-of-memory the batch is retried in smaller pieces whose gradients add up to the
+    whole batch's (see dlrunner.oom); without it the error propagates."""
     model.train()
     fwd = forward if forward is not None else model
+
+    def forward_backward(x: torch.Tensor, y: torch.Tensor, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the batch's loss, accumulated over pieces of at most `micro` samples
+        (one piece, the usual case: no slicing, no extra op). Returns (loss, logits), detached
+        when in pieces. The loss is checked before each backward: weights are not touched."""
+        optimizer.zero_grad(set_to_none=True)
+        n, weight = len(y), getattr(batches, "weight", 1.0)
+        parts = pieces(n, micro)
+        total, outs = None, []
+        for lo, hi in parts:
+            xs, ys = (x, y) if len(parts) == 1 else (x[lo:hi], y[lo:hi])
+            with precision.autocast():
+                out = fwd(xs)  # (B, K) logits
+                loss = tricks.on_loss(loss_fn(out, ys), out, (xs, ys))
+            if state.step % nan_every == 0:
+                bad = not bool(torch.isfinite(loss.detach()))
+                if any_rank is not None:
+                    bad = any_rank(bad)
+                if bad:
+                    raise NonFiniteLoss(state.step, float(loss.detach()), (x, y))
+            share = weight * (hi - lo) / n  # the mean over the batch is the share-weighted sum of piece means
+            precision.backward(loss * share if share != 1.0 else loss)
+            if len(parts) == 1:
+                return loss, out
+            total = loss.detach() * ((hi - lo) / n) + (0 if total is None else total)
+            outs.append(out.detach())
+        return total, torch.cat(outs)
+
     for i, batch in batches.iterate(state.epoch, state.batch):
         x, y = tricks.on_batch(batch, state.step)
-        with precision.autocast():
-            out = fwd(x)  # (B, K) logits
-            loss = tricks.on_loss(loss_fn(out, y), out, (x, y))
-        if state.step % nan_every == 0:
-            bad = not bool(torch.isfinite(loss.detach()))
-            if any_rank is not None:
-                bad = any_rank(bad)
-            if bad:
-                raise NonFiniteLoss(state.step, float(loss.detach()), (x, y))
-        optimizer.zero_grad(set_to_none=True)
-        weight = getattr(batches, "weight", 1.0)
-        precision.backward(loss * weight if weight != 1.0 else loss)
+        if oom is None:
+            loss, out = forward_backward(x, y, len(y))
+        else:
+            loss, out = oom.run(lambda micro: forward_backward(x, y, micro), len(y))
         precision.unscale(optimizer)  # gradients are true values from here (fp16)
         tricks.after_backward(model, state.step)
         precision.step(optimizer)

@@ -17,6 +17,7 @@ from dlrunner.console import Reporter
 from dlrunner.errors import DlrunError, TrainingDiverged
 from dlrunner.loggers import Loggers, build_loggers
 from dlrunner.loop import Meter, NonFiniteLoss, Throughput, TrainState, evaluate, train_epoch
+from dlrunner.oom import OOMGuard
 from dlrunner.verdict import fit_verdict
 
 IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test",
@@ -176,36 +177,50 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     if loggers:
         loggers.start(run_dir, OmegaConf.to_container(cfg, resolve=True), job.data, sample, state.history,
                       resume_path.parent.parent.resolve() if resume_path else None)
+    # out-of-memory recovery in one process (several would have to agree on it: not yet)
+    oom = OOMGuard(device, out.warn) if not world.active else None
     # ranks agree on a stop every step on a CPU (cheap), every log_every steps on a GPU (a sync)
     with StopSignal(world, device, 1 if device.type == "cpu" else int(cfg.log_every)) as stop:
         try:
-            run_epochs(cfg, job, state, meter, stop, saver, run_dir, out, loggers)
+            run_epochs(cfg, job, state, meter, stop, saver, run_dir, out, loggers, oom)
         except Interrupted as e:
             saver.flush()  # an interrupt between epochs: the finished epoch's state is still pending
             out.info(f"{e}: checkpoint saved at epoch {state.epoch + 1}, batch {state.batch} -> "
                      f"{ckdir / 'last.pt'}; continue with `dlrun <same overrides> resume=auto`")
             if world.main:
-                finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out, loggers)
+                finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out, loggers,
+                       extra=run_extras(world, device, state, oom))
             raise
         except NonFiniteLoss as e:  # stop at the first NaN/Inf, name where it came from, keep the good checkpoint
             saver.flush()
             report = diverged(job, state, e, ckdir, out)
             if world.main:
                 finish(cfg, job, state, run_dir, t_start, "diverged", resume_path, n_params, out, loggers,
-                       extra={"nonfinite": report})
+                       extra={"nonfinite": report, **run_extras(world, device, state, oom)})
             raise TrainingDiverged(f"training stopped: non-finite loss at epoch {state.epoch + 1}, step {e.step}; "
                                    f"details in {run_dir / 'summary.json'}") from None
         except Exception:  # keep the last finished epoch on disk, record the failure, show the error
             saver.flush()
             if world.main:
-                finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out, loggers)
+                finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out, loggers,
+                       extra=run_extras(world, device, state, oom))
             raise
     job.tricks.on_train_end()
     saver.flush()
     if not world.main:
         return float(state.best) if state.best is not None else float("nan")
-    extra = {"distributed": distributed_report(world, device, state)} if world.active else None
+    extra = run_extras(world, device, state, oom)
     return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out, loggers, extra=extra)
+
+
+def run_extras(world: distributed.World, device: torch.device, state: TrainState, oom: OOMGuard | None) -> dict:
+    """summary.json entries that only some runs have: `distributed`, `oom`."""
+    extra = {}
+    if world.active:
+        extra["distributed"] = distributed_report(world, device, state)
+    if oom is not None and oom.report():
+        extra["oom"] = oom.report()
+    return extra
 
 
 def distributed_report(world: distributed.World, device: torch.device, state: TrainState) -> dict:
@@ -227,7 +242,8 @@ def draw_samples(job: Job, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop: StopSignal,
-               saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter, loggers: Loggers | None = None) -> None:
+               saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter, loggers: Loggers | None = None,
+               oom: OOMGuard | None = None) -> None:
     metric, lower = cfg.optimized_metric, minimize(cfg.optimized_metric)
     progress = Throughput(int(cfg.log_every), out.step, lambda: max(g["lr"] for g in job.optimizer.param_groups))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # once: it is the same in every checkpoint
@@ -243,7 +259,7 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
             done = train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision,
                                job.tricks, state, meter, stop, progress,
                                nan_every=1 if job.device.type == "cpu" else int(cfg.log_every),
-                               forward=forward, any_rank=any_rank)
+                               forward=forward, any_rank=any_rank, oom=oom)
         if not done:
             saver.save_now(payload(job, state, meter.reduced(), config_yaml))  # all ranks' partial sums
             raise Interrupted(stop.signum)
