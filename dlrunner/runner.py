@@ -189,38 +189,45 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
                      f"{ckdir / 'last.pt'}; continue with `dlrun <same overrides> resume=auto`")
             if world.main:
                 finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out, loggers,
-                       extra=run_extras(world, device, state, oom))
+                       extra=run_extras(world, device, state, oom, job))
             raise
         except NonFiniteLoss as e:  # stop at the first NaN/Inf, name where it came from, keep the good checkpoint
             saver.flush()
             report = diverged(job, state, e, ckdir, out)
             if world.main:
                 finish(cfg, job, state, run_dir, t_start, "diverged", resume_path, n_params, out, loggers,
-                       extra={"nonfinite": report, **run_extras(world, device, state, oom)})
+                       extra={"nonfinite": report, **run_extras(world, device, state, oom, job)})
             raise TrainingDiverged(f"training stopped: non-finite loss at epoch {state.epoch + 1}, step {e.step}; "
                                    f"details in {run_dir / 'summary.json'}") from None
         except Exception:  # keep the last finished epoch on disk, record the failure, show the error
             saver.flush()
             if world.main:
                 finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out, loggers,
-                       extra=run_extras(world, device, state, oom))
+                       extra=run_extras(world, device, state, oom, job))
             raise
     job.tricks.on_train_end()
     saver.flush()
     if not world.main:
         return float(state.best) if state.best is not None else float("nan")
-    extra = run_extras(world, device, state, oom)
+    extra = run_extras(world, device, state, oom, job)
     return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out, loggers, extra=extra)
 
 
-def run_extras(world: distributed.World, device: torch.device, state: TrainState, oom: OOMGuard | None) -> dict:
+def run_extras(world: distributed.World, device: torch.device, state: TrainState, oom: OOMGuard | None,
+               job: Job | None = None) -> dict:
     """summary.json entries that only some runs have: `distributed`, `oom`."""
-    extra = {}
+    extra = {"batch_size": batch_size_report(job)} if job is not None else {}
     if world.active:
         extra["distributed"] = distributed_report(world, device, state)
     if oom is not None and oom.report():
         extra["oom"] = oom.report()
     return extra
+
+
+def batch_size_report(job: Job) -> dict:
+    """summary.json's `batch_size`: the global batch, and the search when it was automatic."""
+    auto = job.data.extra.get("batch_size_auto")
+    return {"value": job.data.batch_size, "auto": auto is not None, **({"trials": auto["trials"]} if auto else {})}
 
 
 def distributed_report(world: distributed.World, device: torch.device, state: TrainState) -> dict:

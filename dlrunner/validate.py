@@ -37,8 +37,8 @@ def validate(cfg: DictConfig) -> None:
     if frac is not None and not 0 < float(frac) <= 1:
         raise DlrunError(f"data.fraction must be in (0, 1], got {frac}")
     bs = _num(cfg, "data.batch_size")
-    if bs is not None and int(bs) < 1:
-        raise DlrunError(f"data.batch_size must be >= 1, got {bs}")
+    if bs is not None and bs != "auto" and (not isinstance(bs, int) or bs < 1):
+        raise DlrunError(f"data.batch_size must be an integer >= 1 or auto, got {bs!r}")
     devices = _num(cfg, "trainer.devices")
     if devices is not None:
         check_devices(cfg, devices)

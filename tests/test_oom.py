@@ -127,3 +127,58 @@ def test_cli_reports_the_recovery_in_console_and_summary(dlrun):
     assert bad.returncode == 2
     assert "dlrun: error: out of memory with a micro-batch of 1 sample; try a smaller model" in bad.stderr
     assert bad.summary()["status"] == "failed"
+
+
+# ---- data.batch_size=auto ----
+
+class LimitedLeNet(nn.Module):
+    """The default LeNet, out of memory on training batches larger than `limit` (a `_target_`)."""
+
+    def __init__(self, in_shape, num_classes, limit: int = 20):
+        super().__init__()
+        from dlrunner.models.lenet import build_lenet
+
+        self.net, self.limit = build_lenet(in_shape=in_shape, num_classes=num_classes), limit
+
+    def forward(self, x):
+        if self.training and len(x) > self.limit:
+            raise torch.OutOfMemoryError("simulated")
+        return self.net(x)
+
+
+def test_cap_leaves_enough_steps_per_epoch():
+    from dlrunner.batchsize import cap
+
+    assert [cap(n) for n in (10, 1300, 50_000, 10**7)] == [2, 64, 2048, 4096]
+
+
+def test_auto_batch_size_is_the_largest_power_of_two_that_fits_and_leaves_no_trace(make_cfg):
+    over = ("model._target_=tests.test_oom.LimitedLeNet", "+model.limit=20", "device=cpu", "seed=2")
+    job = build_job(make_cfg(*over, "data.batch_size=auto"), CPU, print)
+    assert job.data.batch_size == job.train.batch_size == 16  # 32 > 20 raised; cap(1.3k) = 64 not reached
+    trials = job.data.extra["batch_size_auto"]["trials"]
+    assert trials == [{"batch_size": b, "fits": b <= 16} for b in (2, 4, 8, 16, 32)]
+    # the probes changed nothing: same weights, same RNG stream, no gradients as a fixed batch of 16
+    after_auto = torch.rand(3)
+    fixed = build_job(make_cfg(*over, "data.batch_size=16"), CPU, print)
+    assert torch.equal(torch.rand(3), after_auto)
+    for (k, a), b in zip(job.base_model.state_dict().items(), fixed.base_model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert all(p.grad is None for p in job.model.parameters())
+
+
+def test_auto_batch_size_in_the_summary(make_cfg, tmp_path):
+    import json
+
+    from dlrunner import runner
+    from dlrunner.console import Reporter
+
+    cfg = make_cfg("model._target_=tests.test_oom.LimitedLeNet", "+model.limit=20", "device=cpu",
+                   "data.batch_size=auto", "data.fraction=0.3", "epochs=1")
+    run = tmp_path / "run"
+    run.mkdir()
+    runner.train(cfg, run, {}, Reporter(live=False))
+    s = json.loads((run / "summary.json").read_text())
+    assert s["batch_size"]["value"] == 16 and s["batch_size"]["auto"] is True  # cap(389 samples) = 16
+    assert [t["batch_size"] for t in s["batch_size"]["trials"]] == [2, 4, 8, 16]
+    assert "oom" not in s  # found before training: no step ran out of memory
