@@ -20,6 +20,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> float | None:
     from dlrunner import distributed, runner
+    from dlrunner.validate import validate
 
     out = Reporter()
     hc = HydraConfig.get()
@@ -28,6 +29,7 @@ def app(cfg: DictConfig) -> float | None:
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     devices = devices if isinstance(devices, int) and cfg.get("mode") == "train" else 1  # else: validate says why
     try:
+        validate(cfg)  # before other processes start: a bad value is reported once
         with distributed.session(devices, run_dir, list(hc.overrides.task)) as world:
             if not world.main:
                 out.console.quiet = True  # rank 0 reports
@@ -40,11 +42,9 @@ def app(cfg: DictConfig) -> float | None:
 
 
 def _dispatch(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float | None:
-    """Validate, then run the selected mode (in every rank of a data-parallel run)."""
+    """Run the selected mode (in every rank of a data-parallel run)."""
     from dlrunner import runner
-    from dlrunner.validate import validate
 
-    validate(cfg)
     if cfg.mode == "eval":
         return runner.evaluate_checkpoint(cfg, run_dir, choices, out)
     if cfg.mode == "doctor":

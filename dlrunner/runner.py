@@ -160,7 +160,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
         meter = restore(job, ckpt, state)
         if not world.main:  # the saved partial-epoch sums are all ranks' together: counted once, on rank 0
             meter = Meter(device)
-        if world.main:
+        else:
             write_json({"resumed_from": str(resume_path.parent.parent.resolve()), "epoch": state.epoch,
                         "batch": state.batch}, run_dir / "resume.json")
         out.info(f"resumed from {resume_path} at epoch {state.epoch + 1}, batch {state.batch}")

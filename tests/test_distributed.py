@@ -191,3 +191,12 @@ def test_torchrun_launch_trains_the_same_job(runs):
     assert summary["distributed"]["samples_per_epoch"]["val"] == summary["data"]["val"]
     [run2] = run_dirs(cwd2)
     assert_same_metrics(read_metrics(run), read_metrics(run2))
+
+
+@pytest.mark.slow
+def test_bad_value_is_reported_once_before_other_processes_start(dlrun):
+    r = dlrun("trainer.devices=2", "trick=[lr_finder]", "device=cpu", timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("dlrun: error:") == 1
+    assert "trick=lr_finder does not support several processes yet; run `dlrun mode=lr_find` first" in r.stderr
+    assert not list((dlrun.cwd / "outputs").rglob("checkpoints"))
