@@ -97,7 +97,7 @@ def test_guard_gives_up_at_one_sample_with_remedies():
 def test_recovered_epoch_equals_the_full_batch_epoch(make_cfg, where):
     """Same effective batch: the weights and epoch metrics after an epoch in micro-batches of 8
     equal the plain run's with whole batches of 32 (up to float summation order)."""
-    cfg = make_cfg("data.fraction=0.3", "data.batch_size=32", "device=cpu", "seed=1")
+    cfg = make_cfg("data.fraction=0.1", "data.batch_size=32", "device=cpu", "seed=1")
     plain, limited = build_job(cfg, CPU, print), build_job(cfg, CPU, print)
     limited.model = Limited(limited.model, limit=8, where=where)
     results = []
@@ -118,12 +118,12 @@ def test_recovered_epoch_equals_the_full_batch_epoch(make_cfg, where):
 @pytest.mark.slow
 def test_cli_reports_the_recovery_in_console_and_summary(dlrun):
     (dlrun.cwd / "limited.py").write_text(LIMITED_SOURCE)
-    r = dlrun("model._target_=limited.Limited", "+model.limit=8", "data.fraction=0.2", "epochs=2", "device=cpu")
+    r = dlrun("model._target_=limited.Limited", "+model.limit=8", "data.fraction=0.1", "epochs=1", "device=cpu")
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("out of memory at batch size 32") == 1
     assert r.summary()["oom"] == {"batch_size": 32, "micro_batch": 8, "halvings": 2, "accumulation": 4}
     assert r.summary()["status"] == "completed"
-    bad = dlrun("model._target_=limited.Limited", "+model.limit=0", "data.fraction=0.2", "epochs=1", "device=cpu")
+    bad = dlrun("model._target_=limited.Limited", "+model.limit=0", "data.fraction=0.1", "epochs=1", "device=cpu")
     assert bad.returncode == 2
     assert "dlrun: error: out of memory with a micro-batch of 1 sample; try a smaller model" in bad.stderr
     assert bad.summary()["status"] == "failed"
@@ -173,12 +173,12 @@ def test_auto_batch_size_in_the_summary(make_cfg, tmp_path):
     from dlrunner import runner
     from dlrunner.console import Reporter
 
-    cfg = make_cfg("model._target_=tests.test_oom.LimitedLeNet", "+model.limit=20", "device=cpu",
-                   "data.batch_size=auto", "data.fraction=0.3", "epochs=1")
+    cfg = make_cfg("model._target_=tests.test_oom.LimitedLeNet", "+model.limit=5", "device=cpu",
+                   "data.batch_size=auto", "data.fraction=0.1", "epochs=1")
     run = tmp_path / "run"
     run.mkdir()
     runner.train(cfg, run, {}, Reporter(live=False))
     s = json.loads((run / "summary.json").read_text())
-    assert s["batch_size"]["value"] == 16 and s["batch_size"]["auto"] is True  # cap(389 samples) = 16
-    assert [t["batch_size"] for t in s["batch_size"]["trials"]] == [2, 4, 8, 16]
+    assert s["batch_size"]["value"] == 4 and s["batch_size"]["auto"] is True  # 8 > 5 raised
+    assert [t["batch_size"] for t in s["batch_size"]["trials"]] == [2, 4, 8]  # cap(~130 samples) = 8
     assert "oom" not in s  # found before training: no step ran out of memory
