@@ -154,6 +154,8 @@ class ShardedBatches:
         self.weight = 1.0
 
     def __getattr__(self, name: str) -> Any:  # batch_size, seed, device, x, y... of the wrapped iterator
+        if name == "inner":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     @property
