@@ -137,6 +137,32 @@ def build_tricks(node: DictConfig, schedule_name: str, precision: str, note: Cal
     return Tricks(items, owners)
 
 
+def auto_batch_size(model: nn.Module, loss_fn: Callable, data: DataBundle, precision: Precision,
+                    device: torch.device, note: Callable[[str], None]) -> int:
+    """data.batch_size=auto (dlrunner.batchsize). In a data-parallel run each process probes its
+    own share; the ranks agree on the smallest, and the global batch is that times their number."""
+    from dlrunner import distributed
+    from dlrunner.batchsize import cap, find_batch_size
+
+    train = data.train
+    if hasattr(train, "x"):
+        x, y = train.x, train.y
+    else:  # a streamed Dataset: enough samples for the largest probe
+        k = min(len(train), cap(len(train)))
+        items = [train[i] for i in range(k)]
+        x, y = torch.stack([torch.as_tensor(a) for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
+    size, trials = find_batch_size(model, loss_fn, x, y, precision, device)
+    world = distributed.current()
+    if world.active:
+        t = torch.tensor([size], device=device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        size = int(t.item()) * world.size
+    data.extra["batch_size_auto"] = {"batch_size": size, "trials": trials}
+    tried = ", ".join(f"{t['batch_size']}{'' if t['fits'] else ' (too big)'}" for t in trials)
+    note(f"data.batch_size=auto: {size} (tried {tried})")
+    return size
+
+
 @dataclass
 class Job:
     """Everything one run trains with."""
@@ -174,10 +200,18 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
     """`choices`: Hydra's group selections (which schedule file was picked)."""
     choices = choices or {}
     tricks = build_tricks(cfg.trick, str(choices.get("schedule", "constant")), cfg.precision, note)
-    data = build_data(cfg.data, note)
+    auto_batch = str(OmegaConf.select(cfg, "data.batch_size", default="")) == "auto"
+    data_node = cfg.data
+    if auto_batch:  # the data builders take a number: a placeholder until the model exists
+        data_node = cfg.data.copy()
+        data_node.batch_size = 2
+    data = build_data(data_node, note)
     seed_everything(int(cfg.seed), bool(cfg.deterministic))  # same weights whatever the data source did
     model = tricks.setup(build_model(cfg.model, data, note).to(device))
     loss_fn = call(cfg.loss, "loss", note=note)
+    precision = tricks.first("precision", device) or Precision(PRECISIONS[str(cfg.precision)], device)
+    if auto_batch:
+        data.batch_size = auto_batch_size(model, loss_fn, data, precision, device, note)
     make_optimizer = call(cfg.optim, "optim", note=note)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
     aug = make_augment(data.modality, data.flip, data.in_shape) if data.augment else None
@@ -190,7 +224,6 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
     def make_schedule(opt: torch.optim.Optimizer):
         owned = tricks.first("schedule", opt, total, len(train))
         return owned if owned is not None else configured(opt, total_steps=total, steps_per_epoch=len(train))
-    precision = tricks.first("precision", device) or Precision(PRECISIONS[str(cfg.precision)], device)
     job = Job(data, model, loss_fn, optimizer, make_schedule(optimizer), precision, tricks, device, train, val, test,
               int(cfg.epochs), make_optimizer, make_schedule)
     tricks.bind(job)

@@ -130,3 +130,16 @@ class Checkpointer:
         """Flush what is pending (best.pt), then write this state (e.g. mid-epoch) as last.pt."""
         self.flush()
         save(state, self.folder / "last.pt")
+
+
+class Discard:
+    """The Checkpointer of ranks 1..N-1 of a data-parallel run: rank 0 alone writes."""
+
+    def epoch_end(self, state: dict, improved: bool) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def save_now(self, state: dict) -> None:
+        pass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dlrunner.console import Reporter
 from dlrunner.errors import DlrunError, TrainingDiverged
@@ -19,39 +19,21 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> float | None:
-    from dlrunner import runner
+    from dlrunner import distributed, runner
     from dlrunner.validate import validate
 
     out = Reporter()
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     choices = dict(hc.runtime.choices)
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    devices = devices if isinstance(devices, int) and cfg.get("mode") == "train" else 1  # else: validate says why
     try:
-        validate(cfg)
-        if cfg.mode == "eval":
-            return runner.evaluate_checkpoint(cfg, run_dir, choices, out)
-        if cfg.mode == "doctor":
-            from dlrunner import doctor
-
-            status = doctor.run(cfg, run_dir, choices, out)
-            if status:
-                sys.exit(status)
-            return 0.0
-        if cfg.mode == "lr_find":
-            return runner.find_lr(cfg, run_dir, choices, out)
-        if cfg.mode == "compare":
-            from dlrunner.compare import run_mode
-
-            return run_mode(cfg, run_dir)
-        if cfg.mode == "predict":
-            from dlrunner.predict import predict
-
-            return predict(cfg, run_dir, out)
-        if cfg.mode == "export":
-            from dlrunner.export import export
-
-            return export(cfg, run_dir, out)
-        return runner.train(cfg, run_dir, choices, out)
+        validate(cfg)  # before other processes start: a bad value is reported once
+        with distributed.session(devices, run_dir, list(hc.overrides.task)) as world:
+            if not world.main:
+                out.console.quiet = True  # rank 0 reports
+            return _dispatch(cfg, run_dir, choices, out)
     except DlrunError as e:
         print(f"dlrun: error: {e}", file=sys.stderr)
         if _in_importance_sweep(hc):  # the sweeper records the failed trial and goes on
@@ -66,6 +48,36 @@ def _in_importance_sweep(hc) -> bool:
     return "dlrun_importance" in str(hc.sweeper.get("_target_", ""))
 
 
+def _dispatch(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float | None:
+    """Run the selected mode (in every rank of a data-parallel run)."""
+    from dlrunner import runner
+
+    if cfg.mode == "eval":
+        return runner.evaluate_checkpoint(cfg, run_dir, choices, out)
+    if cfg.mode == "doctor":
+        from dlrunner import doctor
+
+        status = doctor.run(cfg, run_dir, choices, out)
+        if status:
+            sys.exit(status)
+        return 0.0
+    if cfg.mode == "lr_find":
+        return runner.find_lr(cfg, run_dir, choices, out)
+    if cfg.mode == "compare":
+        from dlrunner.compare import run_mode
+
+        return run_mode(cfg, run_dir)
+    if cfg.mode == "predict":
+        from dlrunner.predict import predict
+
+        return predict(cfg, run_dir, out)
+    if cfg.mode == "export":
+        from dlrunner.export import export
+
+        return export(cfg, run_dir, out)
+    return runner.train(cfg, run_dir, choices, out)
+
+
 def main() -> None:
     """Console-script entry point: `dlrun [overrides]`."""
     if os.getcwd() not in sys.path:  # a user's own `_target_` module in the current folder
@@ -75,6 +87,10 @@ def main() -> None:
     # an importance sweep resumes in the folder it is given (hydra.sweep.dir=DIR), so that one is kept as is
     resumable = any(a.split("=", 1)[0] == "sweep" for a in sys.argv[1:])
     sys.argv = [a if resumable and a.startswith("hydra.sweep.dir=") else _unique(a) for a in sys.argv]
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # a rank of a data-parallel run: rank 0 names the run folder
+        from dlrunner.distributed import join_run_dir
+
+        join_run_dir()
     app()
 
 

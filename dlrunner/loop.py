@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from dlrunner.oom import OOMGuard, pieces
 from dlrunner.precision import Precision
 from dlrunner.tricks.base import Tricks
 
@@ -38,6 +40,21 @@ class Meter:
     def state_dict(self) -> dict:
         return {"loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu(), "n": self.n}
 
+    def reduced(self) -> Meter:
+        """The sums over all ranks of a data-parallel run (every rank must call it at the same
+        point); itself when there is no process group."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        dev = self.loss_sum.device
+        t = torch.stack([self.loss_sum, self.correct.to(torch.float64),
+                         torch.tensor(float(self.n), dtype=torch.float64, device=dev)])
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        out = Meter(dev)
+        out.loss_sum += t[0]
+        out.correct += t[1].round().to(torch.int64)
+        out.n = int(t[2].item())
+        return out
+
 
 class NonFiniteLoss(Exception):
     """The training loss became NaN/Inf; carries the batch so it can be replayed and localized."""
@@ -57,25 +74,61 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one row per finished epoch
     best: float | None = None
     best_epoch: int | None = None
+    seen: dict[str, int] = field(default_factory=dict)  # samples in the last finished epoch, per split (not saved)
 
 
 def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.optim.Optimizer, schedule,
                 precision: Precision, tricks: Tricks, state: TrainState, meter: Meter,
                 should_stop: Callable[[], bool], on_progress: Callable[[int, torch.Tensor], None],
-                nan_every: int = 1) -> bool:
+                nan_every: int = 1, forward: nn.Module | None = None,
+                any_rank: Callable[[bool], bool] | None = None, oom: OOMGuard | None = None) -> bool:
     """Train from state.batch to the end of state.epoch. False if stopped early (signal).
     The loss is checked for NaN/Inf before the backward pass every `nan_every` steps (each check
-    syncs the device; on a CPU it is free), so the weights of the last good step are intact."""
+    syncs the device; on a CPU it is free), so the weights of the last good step are intact.
+
+    Data parallel: `forward` is the DistributedDataParallel wrapper of `model`, `any_rank` turns
+    a local flag into the same answer on every rank (a NaN on one rank stops all of them), and
+    `batches.weight` (a rank's share of an uneven batch) scales the loss that is backpropagated
+    so the averaged gradient is the whole batch's.
+
+    oom: on out-of-memory the batch is retried in smaller pieces whose gradients add up to the
+    whole batch's (see dlrunner.oom); without it the error propagates."""
     model.train()
+    fwd = forward if forward is not None else model
+
+    def forward_backward(x: torch.Tensor, y: torch.Tensor, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of the batch's loss, accumulated over pieces of at most `micro` samples
+        (one piece, the usual case: no slicing, no extra op). Returns (loss, logits), detached
+        when in pieces. The loss is checked before each backward: weights are not touched."""
+        optimizer.zero_grad(set_to_none=True)
+        n, weight = len(y), getattr(batches, "weight", 1.0)
+        parts = pieces(n, micro)
+        total, outs = None, []
+        for lo, hi in parts:
+            xs, ys = (x, y) if len(parts) == 1 else (x[lo:hi], y[lo:hi])
+            with precision.autocast():
+                out = fwd(xs)  # (B, K) logits
+                loss = tricks.on_loss(loss_fn(out, ys), out, (xs, ys))
+            if state.step % nan_every == 0:
+                bad = not bool(torch.isfinite(loss.detach()))
+                if any_rank is not None:
+                    bad = any_rank(bad)
+                if bad:
+                    raise NonFiniteLoss(state.step, float(loss.detach()), (x, y))
+            share = weight * (hi - lo) / n  # the mean over the batch is the share-weighted sum of piece means
+            precision.backward(loss * share if share != 1.0 else loss)
+            if len(parts) == 1:
+                return loss, out
+            total = loss.detach() * ((hi - lo) / n) + (0 if total is None else total)
+            outs.append(out.detach())
+        return total, torch.cat(outs)
+
     for i, batch in batches.iterate(state.epoch, state.batch):
         x, y = tricks.on_batch(batch, state.step)
-        with precision.autocast():
-            out = model(x)  # (B, K) logits
-            loss = tricks.on_loss(loss_fn(out, y), out, (x, y))
-        if state.step % nan_every == 0 and not bool(torch.isfinite(loss.detach())):
-            raise NonFiniteLoss(state.step, float(loss.detach()), (x, y))
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward(loss)
+        if oom is None:
+            loss, out = forward_backward(x, y, len(y))
+        else:
+            loss, out = oom.run(lambda micro: forward_backward(x, y, micro), len(y))
         precision.unscale(optimizer)  # gradients are true values from here (fp16)
         tricks.after_backward(model, state.step)
         precision.step(optimizer)
@@ -91,8 +144,9 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, loss_fn: Callable, precision: Precision, prefix: str = "val",
-             predict: Callable | None = None) -> dict[str, float]:
-    """Loss and accuracy over a whole split in eval mode (dropout off, BatchNorm running stats)."""
+             predict: Callable | None = None, reduce: bool = False, counts: dict | None = None) -> dict[str, float]:
+    """Loss and accuracy over a whole split in eval mode (dropout off, BatchNorm running stats).
+    reduce: `batches` is one rank's shard; sum over ranks. counts: gets {prefix: samples seen}."""
     was_training = model.training
     model.eval()
     meter = Meter(next(model.parameters()).device)
@@ -101,6 +155,10 @@ def evaluate(model: nn.Module, batches, loss_fn: Callable, precision: Precision,
             out = predict(model, x) if predict else model(x)
         meter.update(loss_fn(out.float(), y), out, y)
     model.train(was_training)
+    if reduce:
+        meter = meter.reduced()
+    if counts is not None:
+        counts[prefix] = meter.n
     return meter.result(prefix)
 
 

@@ -11,16 +11,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrunner import analysis, checkpoint, plots, rundir
+from dlrunner import analysis, checkpoint, distributed, plots, rundir
 from dlrunner.build import Job, build_job, pick_device
 from dlrunner.console import Reporter
 from dlrunner.errors import DlrunError, TrainingDiverged
 from dlrunner.loggers import Loggers, build_loggers
 from dlrunner.loop import Meter, NonFiniteLoss, Throughput, TrainState, evaluate, train_epoch
+from dlrunner.oom import OOMGuard
 from dlrunner.verdict import fit_verdict
 
 IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test",
-                      "logger", "dir", "sort", "csv", "input", "format", "doctor")
+                      "logger", "dir", "sort", "csv", "input", "format", "doctor",
+                      "trainer")  # the device count: data.batch_size is global, so a run resumes on any count
 
 
 class Interrupted(Exception):
@@ -32,11 +34,17 @@ class Interrupted(Exception):
 
 
 class StopSignal:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (a second Ctrl-C kills)."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (a second Ctrl-C kills).
 
-    def __init__(self):
+    Data parallel: every rank must stop after the same step (DDP steps together), so the flag is
+    only answered every `every` checks, with the largest signal number any rank received; every
+    rank makes the same checks in the same order, so they all stop at the same one."""
+
+    def __init__(self, world: distributed.World = distributed.SINGLE, device: torch.device | None = None,
+                 every: int = 1):
         self.signum: int | None = None
         self._old = {}
+        self.world, self.device, self.every, self.calls = world, device or torch.device("cpu"), max(1, every), 0
 
     def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -54,7 +62,16 @@ class StopSignal:
             signal.signal(s, h)
 
     def __call__(self) -> bool:
-        return self.signum is not None
+        if not self.world.active:
+            return self.signum is not None
+        self.calls += 1
+        if self.calls % self.every:
+            return False
+        t = torch.tensor([float(self.signum or 0)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        if t.item():
+            self.signum = int(t.item())
+        return bool(t.item())
 
 
 def config_key(cfg: DictConfig) -> str:
@@ -120,81 +137,145 @@ def find_resume(cfg: DictConfig, run_dir: Path, key: str, out: Reporter) -> Path
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float:
     """Train the configured job in run_dir and return the best value of cfg.optimized_metric."""
     t_start = time.time()
-    device = pick_device(str(cfg.device))
+    world = distributed.current()
+    device = pick_device(distributed.pick_device(str(cfg.device), world))
     key = config_key(cfg)
-    resume_path = find_resume(cfg, run_dir, key, out)
+    # rank 0 alone looks (its resume.json marks the old run taken; the others must not race it)
+    resume_path = distributed.on_main(lambda: find_resume(cfg, run_dir, key, out), world)
     ckpt = checkpoint.load(resume_path) if resume_path else None  # fail on a bad file before any work
     if ckpt and ckpt["config"] and config_key(OmegaConf.create(ckpt["config"])) != key:
         raise DlrunError(f"resume: {resume_path} was trained with a different config; "
                          "resume with the same overrides (see its .hydra/overrides.yaml)")
     loggers = build_loggers(cfg.get("logger"), out.warn)  # a missing package stops here, before any work
+    loggers = loggers if world.main else None  # rank 0 alone writes
     job = build_job(cfg, device, out.warn, choices)
+    if world.active:
+        job.train = distributed.ShardedBatches(job.train, world)  # after build_job: a trick may replace it there
     ckdir = run_dir / "checkpoints"
-    ckdir.mkdir(parents=True, exist_ok=True)
-    (ckdir / "config_key.txt").write_text(key)
+    if world.main:
+        ckdir.mkdir(parents=True, exist_ok=True)
+        (ckdir / "config_key.txt").write_text(key)
     state, meter, sample = TrainState(), Meter(device), None
     if ckpt:
         meter = restore(job, ckpt, state)
-        write_json({"resumed_from": str(resume_path.parent.parent.resolve()), "epoch": state.epoch,
-                    "batch": state.batch}, run_dir / "resume.json")
+        if not world.main:  # the saved partial-epoch sums are all ranks' together: counted once, on rank 0
+            meter = Meter(device)
+        else:
+            write_json({"resumed_from": str(resume_path.parent.parent.resolve()), "epoch": state.epoch,
+                        "batch": state.batch}, run_dir / "resume.json")
         out.info(f"resumed from {resume_path} at epoch {state.epoch + 1}, batch {state.batch}")
     else:
-        with torch.random.fork_rng(devices=[]):  # the picture must not shift the training RNG stream
-            _, (x, y) = next(job.train.iterate(0))
-            if job.full_model is not None:  # the net trains on cached activations: show its inputs
-                x, y = job.data.train.x[:32], job.data.train.y[:32]
-            plots.samples(x, y, job.data.class_names, job.data.modality, run_dir / "samples.png")
-            sample = (x, y)
+        if world.main:
+            sample = draw_samples(job, run_dir)
         job.tricks.before_fit(run_dir)
     n_params = sum(p.numel() for p in job.base_model.parameters())
     n_train = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
     trainable = f", {n_train:,} trainable" if n_train != n_params else ""
     out.info(f"dlrun: {job.data.name} {job.data.sizes()} -> {type(job.base_model).__name__} ({n_params:,} params{trainable}) "
              f"on {device}, {job.precision.name}; run folder {run_dir}")
-    saver = checkpoint.Checkpointer(ckdir, float(cfg.checkpoint_interval))
-    loggers.start(run_dir, OmegaConf.to_container(cfg, resolve=True), job.data, sample, state.history,
-                  resume_path.parent.parent.resolve() if resume_path else None)
-    with StopSignal() as stop:
+    saver = checkpoint.Checkpointer(ckdir, float(cfg.checkpoint_interval)) if world.main else checkpoint.Discard()
+    if loggers:
+        loggers.start(run_dir, OmegaConf.to_container(cfg, resolve=True), job.data, sample, state.history,
+                      resume_path.parent.parent.resolve() if resume_path else None)
+    # out-of-memory recovery in one process (several would have to agree on it: not yet)
+    oom = OOMGuard(device, out.warn) if not world.active else None
+    # ranks agree on a stop every step on a CPU (cheap), every log_every steps on a GPU (a sync)
+    with StopSignal(world, device, 1 if device.type == "cpu" else int(cfg.log_every)) as stop:
         try:
-            run_epochs(cfg, job, state, meter, stop, saver, run_dir, out, loggers)
+            run_epochs(cfg, job, state, meter, stop, saver, run_dir, out, loggers, oom)
         except Interrupted as e:
             saver.flush()  # an interrupt between epochs: the finished epoch's state is still pending
             out.info(f"{e}: checkpoint saved at epoch {state.epoch + 1}, batch {state.batch} -> "
                      f"{ckdir / 'last.pt'}; continue with `dlrun <same overrides> resume=auto`")
-            finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out, loggers)
+            if world.main:
+                finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out, loggers,
+                       extra=run_extras(world, device, state, oom, job))
             raise
         except NonFiniteLoss as e:  # stop at the first NaN/Inf, name where it came from, keep the good checkpoint
             saver.flush()
             report = diverged(job, state, e, ckdir, out)
-            finish(cfg, job, state, run_dir, t_start, "diverged", resume_path, n_params, out, loggers,
-                   extra={"nonfinite": report})
+            if world.main:
+                finish(cfg, job, state, run_dir, t_start, "diverged", resume_path, n_params, out, loggers,
+                       extra={"nonfinite": report, **run_extras(world, device, state, oom, job)})
             raise TrainingDiverged(f"training stopped: non-finite loss at epoch {state.epoch + 1}, step {e.step}; "
                                    f"details in {run_dir / 'summary.json'}") from None
         except Exception:  # keep the last finished epoch on disk, record the failure, show the error
             saver.flush()
-            finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out, loggers)
+            if world.main:
+                finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out, loggers,
+                       extra=run_extras(world, device, state, oom, job))
             raise
     job.tricks.on_train_end()
     saver.flush()
-    return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out, loggers)
+    if not world.main:
+        return float(state.best) if state.best is not None else float("nan")
+    extra = run_extras(world, device, state, oom, job)
+    return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out, loggers, extra=extra)
+
+
+def run_extras(world: distributed.World, device: torch.device, state: TrainState, oom: OOMGuard | None,
+               job: Job | None = None) -> dict:
+    """summary.json entries that only some runs have: `distributed`, `oom`."""
+    extra = {"batch_size": batch_size_report(job)} if job is not None else {}
+    if world.active:
+        extra["distributed"] = distributed_report(world, device, state)
+    if oom is not None and oom.report():
+        extra["oom"] = oom.report()
+    return extra
+
+
+def batch_size_report(job: Job) -> dict:
+    """summary.json's `batch_size`: the global batch, and the search when it was automatic."""
+    auto = job.data.extra.get("batch_size_auto")
+    return {"value": job.data.batch_size, "auto": auto is not None, **({"trials": auto["trials"]} if auto else {})}
+
+
+def distributed_report(world: distributed.World, device: torch.device, state: TrainState) -> dict:
+    """summary.json's record of a data-parallel run: the world, and how many samples the ranks
+    together saw in the last epoch (each sample once: the split sizes)."""
+    backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else None
+    return {"world_size": world.size, "backend": backend, "device": str(device), "samples_per_epoch": state.seen}
+
+
+def draw_samples(job: Job, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """samples.png from the first training batch (the whole batch, not one rank's slice)."""
+    with torch.random.fork_rng(devices=[]):  # the picture must not shift the training RNG stream
+        batches = job.train.inner if isinstance(job.train, distributed.ShardedBatches) else job.train
+        _, (x, y) = next(batches.iterate(0))
+        if job.full_model is not None:  # the net trains on cached activations: show its inputs
+            x, y = job.data.train.x[:32], job.data.train.y[:32]
+        plots.samples(x, y, job.data.class_names, job.data.modality, run_dir / "samples.png")
+    return x, y
 
 
 def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop: StopSignal,
-               saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter, loggers: Loggers | None = None) -> None:
+               saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter, loggers: Loggers | None = None,
+               oom: OOMGuard | None = None) -> None:
     metric, lower = cfg.optimized_metric, minimize(cfg.optimized_metric)
     progress = Throughput(int(cfg.log_every), out.step, lambda: max(g["lr"] for g in job.optimizer.param_groups))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # once: it is the same in every checkpoint
+    world = distributed.current()
+    ddp = distributed.DataParallel(job.device) if world.active else None
+    val = distributed.ShardedBatches(job.val, world) if world.active else None
+    any_rank = (lambda flag: distributed.any_rank(flag, job.device)) if world.active else None
     while state.epoch < int(cfg.epochs):
         t0 = time.perf_counter()
         job.tricks.on_epoch_start(state.epoch)
+        forward = ddp(job.model) if ddp else None  # after on_epoch_start: it may unfreeze layers
         with out.epoch(state.epoch, int(cfg.epochs), len(job.train), state.batch):
             done = train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision,
                                job.tricks, state, meter, stop, progress,
-                               nan_every=1 if job.device.type == "cpu" else int(cfg.log_every))
+                               nan_every=1 if job.device.type == "cpu" else int(cfg.log_every),
+                               forward=forward, any_rank=any_rank, oom=oom)
         if not done:
-            saver.save_now(payload(job, state, meter, config_yaml))
+            saver.save_now(payload(job, state, meter.reduced(), config_yaml))  # all ranks' partial sums
             raise Interrupted(stop.signum)
-        row = {"epoch": state.epoch + 1, **meter.result("train"), **validate_split(job, "val"),
+        if world.active:
+            distributed.sync_buffers(job.model)  # BatchNorm statistics: rank 0's, as saved
+        train_meter = meter.reduced()
+        state.seen = {"train": train_meter.n}
+        row = {"epoch": state.epoch + 1, **train_meter.result("train"),
+               **validate_split(job, "val", val, state.seen),
                "lr": max(g["lr"] for g in job.optimizer.param_groups), **job.tricks.on_epoch_end(state.epoch),
                "time": time.perf_counter() - t0}
         state.history.append(row)
@@ -203,7 +284,8 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
             state.best, state.best_epoch = row[metric], row["epoch"]
         state.epoch, state.batch, meter = state.epoch + 1, 0, Meter(job.device)
         saver.epoch_end(payload(job, state, meter, config_yaml), improved)
-        write_metrics(state.history, run_dir / "metrics.csv")
+        if world.main:
+            write_metrics(state.history, run_dir / "metrics.csv")
         if loggers:
             loggers.log_epoch(row, row["epoch"], job.base_model)
         out.epoch_end(row, int(cfg.epochs), improved)
@@ -211,13 +293,16 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
             raise Interrupted(stop.signum)
 
 
-def validate_split(job: Job, split: str) -> dict[str, float]:
+def validate_split(job: Job, split: str, shard: distributed.ShardedBatches | None = None,
+                   counts: dict | None = None) -> dict[str, float]:
     """Metrics with the tricks' predictions (TTA, averaged weights, ensembles); when a trick changes
-    predictions, the plain model's too, as `<split>/plain_loss` and `<split>/plain_acc`."""
-    batches = job.val if split == "val" else job.test
-    res = evaluate(job.model, batches, job.loss_fn, job.precision, split, job.tricks.predict)
+    predictions, the plain model's too, as `<split>/plain_loss` and `<split>/plain_acc`.
+    shard: this rank's part of the split in a data-parallel run (metrics summed over ranks)."""
+    batches = shard if shard is not None else (job.val if split == "val" else job.test)
+    reduce = shard is not None
+    res = evaluate(job.model, batches, job.loss_fn, job.precision, split, job.tricks.predict, reduce, counts)
     if job.tricks.changes_predictions:
-        plain = evaluate(job.model, batches, job.loss_fn, job.precision, split)
+        plain = evaluate(job.model, batches, job.loss_fn, job.precision, split, reduce=reduce)
         res |= {f"{split}/plain_{k.split('/')[1]}": v for k, v in plain.items()}
     return res
 

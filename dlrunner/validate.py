@@ -37,8 +37,11 @@ def validate(cfg: DictConfig) -> None:
     if frac is not None and not 0 < float(frac) <= 1:
         raise DlrunError(f"data.fraction must be in (0, 1], got {frac}")
     bs = _num(cfg, "data.batch_size")
-    if bs is not None and int(bs) < 1:
-        raise DlrunError(f"data.batch_size must be >= 1, got {bs}")
+    if bs is not None and bs != "auto" and (not isinstance(bs, int) or bs < 1):
+        raise DlrunError(f"data.batch_size must be an integer >= 1 or auto, got {bs!r}")
+    devices = _num(cfg, "trainer.devices")
+    if devices is not None:
+        check_devices(cfg, devices)
     if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).expanduser().exists():
         raise DlrunError(f"resume={cfg.resume}: no such run folder or checkpoint")
     if cfg.mode == "eval":
@@ -54,3 +57,27 @@ def validate(cfg: DictConfig) -> None:
         fmt = OmegaConf.select(cfg, "format", default=None)
         if fmt not in EXPORT_FORMATS:
             raise DlrunError(f"format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}")
+
+
+def check_devices(cfg: DictConfig, devices) -> None:
+    """trainer.devices: a count >= 1, at most the GPUs present on CUDA, train mode only, and no
+    trick whose preparation is not coordinated across processes yet."""
+    import os
+
+    import torch
+
+    from dlrunner.distributed import UNSUPPORTED_TRICKS
+
+    if not isinstance(devices, int) or devices < 1:
+        raise DlrunError(f"trainer.devices must be an integer >= 1, got {devices!r}")
+    torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    if devices == 1 and not torchrun:
+        return
+    if cfg.mode != "train":
+        raise DlrunError(f"mode={cfg.mode} runs in one process; drop trainer.devices / torchrun")
+    on_gpu = str(cfg.device) != "cpu" and torch.cuda.is_available()
+    if on_gpu and not torchrun and devices > torch.cuda.device_count():
+        raise DlrunError(f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are visible")
+    for name in cfg.trick or {}:
+        if name in UNSUPPORTED_TRICKS:
+            raise DlrunError(f"trick={name} does not support several processes yet; {UNSUPPORTED_TRICKS[name]}")
