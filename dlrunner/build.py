@@ -11,11 +11,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from dlrunner.data.augment import make_augment
-from dlrunner.data.batches import make_batches
+from dlrunner.data.batches import make_batches, place
 from dlrunner.data.core import DataBundle, from_tensors
 from dlrunner.errors import DlrunError
 from dlrunner.precision import Precision
@@ -77,6 +77,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def build_data(node: DictConfig, note: Callable[[str], None]) -> DataBundle:
     """The data group's target returns a DataBundle, or `(x, y)` arrays that get the standard
     split / subset / normalization treatment with the group's knobs."""
+    if "on_device" in node:  # where batches are cut (build_job): not a data builder's concern
+        node = node.copy()
+        with open_dict(node):
+            node.pop("on_device")
     out = call(node, "data", note=None)
     if isinstance(out, DataBundle):
         return out
@@ -215,7 +219,11 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
     make_optimizer = call(cfg.optim, "optim", note=note)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
     aug = make_augment(data.modality, data.flip, data.in_shape) if data.augment else None
-    mk = functools.partial(make_batches, seed=int(cfg.seed), device=device, num_workers=data.num_workers)
+    on_device = OmegaConf.select(cfg, "data.on_device", default="auto")
+    resident, why = place(on_device, [data.train, data.val, data.test], device)
+    data.extra["placement"] = {"on_device": resident, "why": why}
+    mk = functools.partial(make_batches, seed=int(cfg.seed), device=device, num_workers=data.num_workers,
+                           on_device=resident)
     train = mk(data.train, data.batch_size, shuffle=True, augment=aug)
     val, test = (mk(s, max(data.batch_size, 256), shuffle=False) for s in (data.val, data.test))
     total = int(cfg.epochs) * len(train)

@@ -79,6 +79,8 @@ def config_key(cfg: DictConfig) -> str:
     d = OmegaConf.to_container(cfg, resolve=True)
     for k in IGNORED_FOR_RESUME:
         d.pop(k, None)
+    for k in ("on_device", "num_workers"):  # where batches come from, not what they hold
+        (d.get("data") or {}).pop(k, None)
     return OmegaConf.to_yaml(OmegaConf.create(d))
 
 
@@ -173,6 +175,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     trainable = f", {n_train:,} trainable" if n_train != n_params else ""
     out.info(f"dlrun: {job.data.name} {job.data.sizes()} -> {type(job.base_model).__name__} ({n_params:,} params{trainable}) "
              f"on {device}, {job.precision.name}; run folder {run_dir}")
+    placement = job.data.extra.get("placement") or {}
+    if device.type == "cuda" or placement.get("on_device") is False:
+        out.info(f"data: {'on the device' if placement.get('on_device') else 'host -> device per batch'}"
+                 f" ({placement.get('why')})")
     saver = checkpoint.Checkpointer(ckdir, float(cfg.checkpoint_interval)) if world.main else checkpoint.Discard()
     if loggers:
         loggers.start(run_dir, OmegaConf.to_container(cfg, resolve=True), job.data, sample, state.history,
@@ -215,8 +221,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
 
 def run_extras(world: distributed.World, device: torch.device, state: TrainState, oom: OOMGuard | None,
                job: Job | None = None) -> dict:
-    """summary.json entries that only some runs have: `distributed`, `oom`."""
-    extra = {"batch_size": batch_size_report(job)} if job is not None else {}
+    """summary.json entries besides the metrics: `batch_size`, `data_placement`; and those only some
+    runs have: `distributed`, `oom`."""
+    extra = {"batch_size": batch_size_report(job), "data_placement": job.data.extra.get("placement")} if job else {}
     if world.active:
         extra["distributed"] = distributed_report(world, device, state)
     if oom is not None and oom.report():

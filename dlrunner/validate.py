@@ -39,6 +39,9 @@ def validate(cfg: DictConfig) -> None:
     bs = _num(cfg, "data.batch_size")
     if bs is not None and bs != "auto" and (not isinstance(bs, int) or bs < 1):
         raise DlrunError(f"data.batch_size must be an integer >= 1 or auto, got {bs!r}")
+    on_device = OmegaConf.select(cfg, "data.on_device", default="auto")
+    if on_device not in ("auto", True, False):
+        raise DlrunError(f"data.on_device must be auto, true or false; got {on_device!r}")
     devices = _num(cfg, "trainer.devices")
     if devices is not None:
         check_devices(cfg, devices)
