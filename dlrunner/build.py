@@ -141,6 +141,18 @@ def build_tricks(node: DictConfig, schedule_name: str, precision: str, note: Cal
     return Tricks(items, owners)
 
 
+def fast_paths(model: nn.Module, modality: str, amp_dtype: str | None, device_type: str, tricks: set[str],
+               deterministic: bool) -> tuple[bool, bool]:
+    """(channels_last, cudnn.benchmark) for a CUDA job: NHWC for a conv net on images under mixed
+    precision (tensor-core kernels without transposes); cuDNN's kernel search when shapes stay the
+    same from step to step (not with progressive resizing) and results need not be reproducible."""
+    if device_type != "cuda":
+        return False, False
+    convnet = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    nhwc = convnet and modality == "image" and amp_dtype is not None and "channels_last" not in tricks
+    return nhwc, not deterministic and "progressive_resizing" not in tricks
+
+
 def auto_batch_size(model: nn.Module, loss_fn: Callable, data: DataBundle, precision: Precision,
                     device: torch.device, note: Callable[[str], None]) -> int:
     """data.batch_size=auto (dlrunner.batchsize). In a data-parallel run each process probes its
@@ -214,6 +226,15 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
     model = tricks.setup(build_model(cfg.model, data, note).to(device))
     loss_fn = call(cfg.loss, "loss", note=note)
     precision = tricks.first("precision", device) or Precision(PRECISIONS[str(cfg.precision)], device)
+    names = {t.name for t in tricks}
+    nhwc, torch.backends.cudnn.benchmark = fast_paths(model, data.modality, precision.dtype, device.type, names,
+                                                      bool(cfg.deterministic))
+    if nhwc:  # what trick=channels_last does, on by default where it pays
+        from dlrunner.tricks.channels_last import ChannelsLast
+
+        layout = ChannelsLast()
+        model = layout.setup(model)
+        tricks.items.append(layout)
     if auto_batch:
         data.batch_size = auto_batch_size(model, loss_fn, data, precision, device, note)
     make_optimizer = call(cfg.optim, "optim", note=note)

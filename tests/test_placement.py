@@ -69,3 +69,20 @@ def test_an_image_folder_read_into_memory_trains_like_the_stream(dlrun, tmp_path
     rows = {k: list(csv.DictReader((v / "metrics.csv").open())) for k, v in runs.items()}
     keys = ["train/loss", "val/loss", "val/acc"]
     assert [[r[k] for k in keys] for r in rows["true"]] == [[r[k] for k in keys] for r in rows["false"]]
+
+
+def test_fast_paths_on_cuda_only_where_they_pay():
+    from torch import nn
+
+    from dlrunner.build import fast_paths
+    from dlrunner.models.lenet import build_lenet
+
+    conv = build_lenet((1, 28, 28), 10)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    assert fast_paths(conv, "image", "bf16", "cuda", set(), False) == (True, True)
+    assert fast_paths(conv, "image", None, "cuda", set(), False) == (False, True)  # fp32: NHWC does not pay
+    assert fast_paths(mlp, "image", "bf16", "cuda", set(), False) == (False, True)  # no convolution
+    assert fast_paths(conv, "image", "bf16", "cuda", {"channels_last"}, False)[0] is False  # the trick does it
+    assert fast_paths(conv, "image", "bf16", "cuda", {"progressive_resizing"}, False) == (True, False)  # shapes change
+    assert fast_paths(conv, "image", "bf16", "cuda", set(), True)[1] is False  # reproducible kernels
+    assert fast_paths(conv, "image", "bf16", "cpu", set(), False) == (False, False)

@@ -43,8 +43,10 @@ class TensorBatches:
 
     def iterate(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[int, Batch]]:
         chunks = epoch_chunks(self.num_samples, self.batch_size, self.shuffle, self.seed, epoch)
+        order = torch.cat(chunks).to(self.device)  # one copy of the epoch's order, not one per step
+        ends = torch.tensor([len(c) for c in chunks]).cumsum(0).tolist()
         for i in range(start, len(chunks)):
-            idx = chunks[i].to(self.device)
+            idx = order[ends[i] - len(chunks[i]):ends[i]]
             x = self.x[idx]
             yield i, (self.augment(x) if self.augment else x, self.y[idx])
 
