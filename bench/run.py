@@ -412,29 +412,24 @@ def step_flops(job) -> int:
 
 
 def timed_steps(job, cfg, warmup: int, steps: int) -> float:
-    """Seconds for `steps` training steps of dlrun's loop (loop.train_epoch) after `warmup` steps."""
+    """Seconds for `steps` training steps of dlrun's loop (loop.train_epoch) that follow `warmup` steps
+    (cuDNN autotuning, torch.compile) in the same epoch, so a DataLoader's prefetching runs on."""
     from dlrunner.loop import Meter, Throughput, TrainState, train_epoch
 
-    state, meter, done = TrainState(), Meter(job.device), [0]
-    limit = [warmup]
-    every = int(cfg.log_every)
-
-    def stop() -> bool:
-        done[0] += 1
-        return done[0] >= limit[0]
-
-    def epoch() -> None:
-        train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision, job.tricks,
-                    state, meter, stop, Throughput(every, lambda *a: None, lambda: 0.0), nan_every=every)
-
     sync = torch.cuda.synchronize if job.device.type == "cuda" else (lambda: None)
-    epoch()  # warm-up: cuDNN autotuning, torch.compile
-    sync()
-    limit[0] += steps
-    t0 = time.perf_counter()
-    epoch()  # continues at state.batch
-    sync()
-    return time.perf_counter() - t0
+    every, done, marks = int(cfg.log_every), [0], []
+
+    def stop() -> bool:  # called after every step
+        done[0] += 1
+        if done[0] in (warmup, warmup + steps):
+            sync()
+            marks.append(time.perf_counter())
+        return done[0] >= warmup + steps
+
+    train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision, job.tricks,
+                TrainState(), Meter(job.device), stop, Throughput(every, lambda *a: None, lambda: 0.0),
+                nan_every=every)
+    return marks[1] - marks[0]
 
 
 def gpu(tmp: Path, device: str | None = None, batches=GPU_BATCHES, model=GPU_MODEL, n: int = 50_000,
@@ -469,10 +464,10 @@ def gpu(tmp: Path, device: str | None = None, batches=GPU_BATCHES, model=GPU_MOD
             n_steps = min(steps, len(job.train) - 1 - warmup)  # full batches only: one shape to compile
             if n_steps < 1:
                 raise ValueError(f"gpu: {n} images give too few batches of {bs} for {warmup} + {steps} steps")
-            flops = step_flops(job)
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             sec = timed_steps(job, cfg, warmup, n_steps)
+            flops = step_flops(job)  # after the timing: it starts an iterator of its own
             row = {"variant": variant, "batch_size": bs, "images_per_s": round(n_steps * bs / sec),
                    "step_ms": round(1000 * sec / n_steps, 2), "gflops_per_image": round(flops / bs / 1e9, 3),
                    "tflops_per_s": round(flops * n_steps / sec / 1e12, 1),
