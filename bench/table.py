@@ -194,7 +194,7 @@ heading("Time to accuracy",
         "dlrun's defaults and with `trick=[lr_finder,onecycle]` (the LR range test picks onecycle's peak), the\n"
         "median over seeds 0-2 of the runs that reached it. Loop seconds: metrics.csv's `time` (train +\n"
         "validation of each epoch) summed up to that epoch; wall seconds: the whole `dlrun` process\n"
-        "(interpreter, data, LR range test, checkpoints) less the epochs after it.",
+        "(interpreter, data, LR range test, checkpoints, end-of-run plots) less the epochs after it.",
         'make bench ARGS="--only tta"')
 tta_table(r)
 if g.get("tta"):
