@@ -20,13 +20,17 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	@touch $@ $(VENV)/.installed
+
 run: $(VENV)/.installed
 	$(BIN)/dlrun $(ARGS)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -n 2 $(ARGS)
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:

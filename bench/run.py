@@ -8,6 +8,13 @@
 3. determinism: two runs with the same seed give identical metrics.
 4. doctor: `dlrun mode=doctor` on every model rung with its bundled data: wall time incl. start-up,
    verdict counts, and the seconds of each check.
+5. lightning: the same job under PyTorch Lightning (bench/lightning_job.py, the `bench` extra): time per
+   epoch, whole runs alternated in rounds; the ratio dlrun / Lightning of medians, and final val accs.
+6. tta: time to a target val accuracy on the bundled data sets, dlrun's defaults and lr_finder + onecycle.
+7. scaling: time per epoch as data.fraction, model.width and data.batch_size double.
+8. gpu: images/s and model FLOP utilization of resnet18 in bf16 + channels_last (+ compile) at batch
+   256-1024, data on the device vs through a DataLoader (CUDA only; `skipped` otherwise).
+Results go to bench/results/cpu-*.json, or gpu-*.json where CUDA is present.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +36,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from dlrunner.console import Reporter  # noqa: E402  (this checkout's dlrunner, put first on the path above)
+from measure import median, mfu, peak_bf16, ratios, read_metrics, steady, time_to_target  # noqa: E402
 
 
 def machine() -> str:
@@ -220,12 +231,265 @@ def doctor(tmp: Path) -> dict:
     return out
 
 
+def compose_cfg(overrides: list[str]):
+    """conf/ composed with these overrides, as `dlrun` composes it."""
+    from hydra import compose, initialize_config_dir
+
+    from dlrunner.rundir import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+class EpochStarts(Reporter):
+    """A silent Reporter that notes when each epoch starts (as Lightning's on_train_epoch_start)."""
+
+    def __init__(self):
+        super().__init__(live=False)
+        self.console.quiet = True
+        self.starts: list[float] = []
+
+    @contextmanager
+    def epoch(self, *args, **kwargs):
+        self.starts.append(time.perf_counter())
+        yield
+
+
+def train_here(run_dir: Path, overrides: list[str]) -> tuple[list[float], dict]:
+    """`dlrun <overrides>` in this process, all of it (build, epochs with checkpoints and metrics.csv,
+    the end-of-run analysis) but Hydra's start-up; returns when each epoch started, and summary.json."""
+    from dlrunner import runner
+
+    run_dir.mkdir(parents=True)
+    out = EpochStarts()
+    runner.train(compose_cfg(overrides), run_dir, {}, out)
+    return out.starts, json.loads((run_dir / "summary.json").read_text())
+
+
+def mnist1d_root(tmp: Path) -> str:
+    return f"data.root={tmp / 'data'}"  # generated once, shared by every run
+
+
+LIGHTNING_JOBS = {"digits_lenet": [], "mnist1d_conv1d": ["data=mnist1d", "model=conv1d"]}
+
+
+def lightning(tmp: Path, rounds: int = 4, epochs: int = 6) -> dict:
+    """dlrun against Lightning on the same job (bench/lightning_job.py): whole runs of `epochs` epochs,
+    the four contenders' order rotating each round; the epoch times after each run's first, pooled."""
+    try:
+        import lightning_job
+    except ImportError:
+        return {"skipped": 'pip install -e ".[bench]"'}
+    import lightning as L
+
+    from dlrunner.build import build_job, pick_device
+
+    def with_lightning(overrides: list[str], loader: str):
+        def run(d: Path) -> tuple[list[float], float]:
+            job = build_job(compose_cfg(overrides), pick_device("auto"), print)
+            return lightning_job.fit(job, epochs, d, loader)
+        return run
+
+    def with_dlrun(overrides: list[str]):
+        def run(d: Path) -> tuple[list[float], float]:
+            starts, s = train_here(d, overrides)
+            return starts, s["final"]["val/acc"]
+        return run
+
+    out = {"lightning_version": L.__version__}
+    for name, args in LIGHTNING_JOBS.items():
+        overrides = [*args, f"epochs={epochs}", *([mnist1d_root(tmp)] if "data=mnist1d" in args else [])]
+        contenders = {"dlrun": with_dlrun(overrides),
+                      "dlrun_ckpt_every_epoch": with_dlrun([*overrides, "checkpoint_interval=0"]),
+                      "lightning": with_lightning(overrides, "dataloader"),
+                      "lightning_dlrun_batches": with_lightning(overrides, "dlrun")}
+        times, acc = {k: [] for k in contenders}, {}
+        for r in range(rounds):
+            names = list(contenders)
+            for k in names[r % len(names):] + names[:r % len(names)]:
+                starts, acc[k] = contenders[k](tmp / f"lightning-{name}-{k}-{r}")
+                times[k] += steady(starts)
+        med = {k: median(v) for k, v in times.items()}
+        res = {"overrides": overrides, "epochs": epochs, "rounds": rounds,
+               **{f"{k}_s_per_epoch": round(v, 4) for k, v in med.items()},
+               **{f"{k}_val_acc": v for k, v in acc.items()},
+               "ratio": round(med["dlrun"] / med["lightning"], 3),
+               "ratio_of_fastest": round(min(times["dlrun"]) / min(times["lightning"]), 3),
+               "ratio_dlrun_batches": round(med["dlrun"] / med["lightning_dlrun_batches"], 3),
+               "ratio_ckpt_every_epoch": round(med["dlrun_ckpt_every_epoch"] / med["lightning"], 3)}
+        out[name] = res
+        print("lightning", name, res, flush=True)
+    return out
+
+
+TTA_JOBS = {  # name -> (overrides, target val acc); epochs: dlrun's 20, the tabular MLP needs more
+    "digits_lenet": ([], 0.96),
+    "mnist1d_conv1d": (["data=mnist1d", "model=conv1d"], 0.90),
+    "tabular_mlp": (["data=tabular", "model=mlp", "epochs=40"], 0.95),
+}
+TTA_PRESETS = {"defaults": [], "lr_finder+onecycle": ["trick=[lr_finder,onecycle]"]}
+
+
+def tta(tmp: Path, seeds: int = 3) -> dict:
+    """Time to a target val accuracy, per data set and preset, over `seeds` seeds: the first epoch that
+    reaches it, the loop seconds up to it (metrics.csv's `time`: train + val of each epoch), and the
+    process's wall time to it (start-up, data, LR range test included; less the epochs after it)."""
+    out = {}
+    for job, (args, target) in TTA_JOBS.items():
+        for preset, extra in TTA_PRESETS.items():
+            runs = []
+            for seed in range(seeds):
+                d = tmp / f"tta-{job}-{preset}-{seed}"
+                d.mkdir()
+                a = [*args, *extra, f"seed={seed}", *([mnist1d_root(tmp)] if "data=mnist1d" in args else [])]
+                s, wall = dlrun(a, d)
+                hit = time_to_target(read_metrics(d / "outputs/run/metrics.csv"), target)
+                runs.append({"seed": seed, "epoch": hit["epoch"], "loop_s": hit["loop_s"],
+                             "wall_s": None if hit["epoch"] is None else round(wall - hit["loop_s_after"], 2),
+                             "best_val_acc": s["best"]["val/acc"], "epochs": s["epochs_run"],
+                             "run_wall_s": round(wall, 2)})
+            hits = [r for r in runs if r["epoch"] is not None]
+            res = {"command": " ".join(["dlrun", *args, *extra]), "target": target, "device": s["device"],
+                   "reached": f"{len(hits)}/{len(runs)}", "median_epoch": median([r["epoch"] for r in hits]),
+                   "median_loop_s": median([r["loop_s"] for r in hits]),
+                   "median_wall_s": median([r["wall_s"] for r in hits]), "runs": runs}
+            out[f"{job} {preset}"] = res
+            print("tta", job, preset, {k: v for k, v in res.items() if k != "runs"}, flush=True)
+    return out
+
+
+SCALING = {  # job -> (overrides, {knob: values, each twice the one before})
+    "digits_lenet": ([], {"data.fraction": [0.25, 0.5, 1.0], "model.width": [6, 12, 24],
+                          "data.batch_size": [16, 32, 64, 128, 256]}),
+    "mnist1d_conv1d": (["data=mnist1d", "model=conv1d"], {"data.fraction": [0.25, 0.5, 1.0],
+                                                           "model.width": [32, 64, 128],
+                                                           "data.batch_size": [16, 32, 64, 128, 256]}),
+}
+
+
+def scaling(tmp: Path, epochs: int = 6) -> dict:
+    """Median epoch time (train + val + checkpoint + metrics.csv, after the first epoch) of short dlrun
+    runs as one knob doubles, and its ratio to the row before."""
+    out = {}
+    for job, (args, knobs) in SCALING.items():
+        root = [mnist1d_root(tmp)] if "data=mnist1d" in args else []
+        for knob, values in knobs.items():
+            rows = []
+            for v in values:
+                starts, s = train_here(tmp / f"scaling-{job}-{knob}-{v}", [*args, *root, f"{knob}={v}",
+                                                                           f"epochs={epochs}"])
+                sec = median(steady(starts))
+                rows.append({"value": v, "s_per_epoch": round(sec, 4), "train_samples": s["data"]["train"],
+                             "samples_per_s": round(s["data"]["train"] / sec), "params": s["model"]["params"]})
+            for row, ratio in zip(rows, ratios([r["s_per_epoch"] for r in rows])):
+                row["ratio_to_previous"] = None if ratio is None else round(ratio, 2)
+            out[f"{job} {knob}"] = {"overrides": args, "epochs": epochs, "device": s["device"], "rows": rows}
+            print("scaling", job, knob, rows, flush=True)
+    return out
+
+
+GPU_BATCHES = (256, 512, 1024)
+GPU_MODEL = ["model=resnet18", "model.pretrained=false"]  # torchvision's, 3x3 stem for 32x32 inputs
+GPU_VARIANTS = {  # name -> (overrides, where batches come from: tensors on the device | DataLoader workers)
+    "bf16 + channels_last": (["trick=[amp,channels_last]", "trick.amp.dtype=bf16"], "device"),
+    "bf16 + channels_last + compile": (["trick=[amp,channels_last,compile]", "trick.amp.dtype=bf16"], "device"),
+    "bf16 + channels_last, DataLoader": (["trick=[amp,channels_last]", "trick.amp.dtype=bf16"], "loader"),
+}
+
+
+def step_flops(job) -> int:
+    """FLOPs of one training step (forward + backward) of the uncompiled model on a training batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _, (x, y) = next(job.train.iterate(0))
+    with FlopCounterMode(display=False) as counter:
+        with job.precision.autocast():
+            loss = job.loss_fn(job.base_model(x), y)
+        loss.backward()
+    job.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def timed_steps(job, cfg, warmup: int, steps: int) -> float:
+    """Seconds for `steps` training steps of dlrun's loop (loop.train_epoch) that follow `warmup` steps
+    (cuDNN autotuning, torch.compile) in the same epoch, so a DataLoader's prefetching runs on."""
+    from dlrunner.loop import Meter, Throughput, TrainState, train_epoch
+
+    sync = torch.cuda.synchronize if job.device.type == "cuda" else (lambda: None)
+    every, done, marks = int(cfg.log_every), [0], []
+
+    def stop() -> bool:  # called after every step
+        done[0] += 1
+        if done[0] in (warmup, warmup + steps):
+            sync()
+            marks.append(time.perf_counter())
+        return done[0] >= warmup + steps
+
+    train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision, job.tricks,
+                TrainState(), Meter(job.device), stop, Throughput(every, lambda *a: None, lambda: 0.0),
+                nan_every=every)
+    return marks[1] - marks[0]
+
+
+def gpu(tmp: Path, device: str | None = None, batches=GPU_BATCHES, model=GPU_MODEL, n: int = 50_000,
+        warmup: int = 10, steps: int = 30, variants=None, workers: int = 4) -> dict:
+    """Training throughput of dlrun's loop on CIFAR-shaped data generated here (bench/synthetic.py):
+    images/s, and model FLOP utilization against the GPU's dense bf16 peak (FLOPs counted by
+    torch.utils.flop_counter on one step). device: cuda by default; anything else is for testing."""
+    if device is None:
+        if not torch.cuda.is_available():
+            return {"skipped": "no CUDA"}
+        device = "cuda"
+    from torch.utils.data import TensorDataset
+
+    from dlrunner.build import build_job, pick_device
+    from dlrunner.data.batches import LoaderBatches
+
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
+    peak = peak_bf16(name) if device.startswith("cuda") else None
+    out = {"gpu": name, "peak_bf16_tflops": peak and peak / 1e12, "model": model, "images": n,
+           "warmup_steps": warmup, "timed_steps": steps, "dataloader_workers": workers, "rows": []}
+    for variant, (args, source) in GPU_VARIANTS.items():
+        if variants is not None and variant not in variants:
+            continue
+        for bs in batches:
+            cfg = compose_cfg([f"device={device}", *model, "data._target_=synthetic.cifar_like", f"+data.n={n}",
+                               "data.val_fraction=0.02", "data.test_fraction=0.02", f"data.batch_size={bs}", *args])
+            job = build_job(cfg, pick_device(device), print)
+            if source == "loader":  # the same tensors, held on the host, through DataLoader workers
+                data = TensorDataset(job.data.train.x, job.data.train.y)
+                job.train = LoaderBatches(data, bs, shuffle=True, seed=int(cfg.seed), device=job.device,
+                                          num_workers=workers)
+            n_steps = min(steps, len(job.train) - 1 - warmup)  # full batches only: one shape to compile
+            if n_steps < 1:
+                raise ValueError(f"gpu: {n} images give too few batches of {bs} for {warmup} + {steps} steps")
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            sec = timed_steps(job, cfg, warmup, n_steps)
+            flops = step_flops(job)  # after the timing: it starts an iterator of its own
+            row = {"variant": variant, "batch_size": bs, "images_per_s": round(n_steps * bs / sec),
+                   "step_ms": round(1000 * sec / n_steps, 2), "gflops_per_image": round(flops / bs / 1e9, 3),
+                   "tflops_per_s": round(flops * n_steps / sec / 1e12, 1),
+                   "mfu": None if peak is None else round(mfu(flops, n_steps / sec, peak), 4),
+                   "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                   if device.startswith("cuda") else None}
+            out["rows"].append(row)
+            print("gpu", row, flush=True)
+            del job
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tricks", nargs="*", default=None, help="with --only tricks: just these")
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
-    ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor"],
-                    default=None)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per time-to-accuracy row")
+    ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor",
+                                       "lightning", "tta", "scaling", "gpu"], default=None)
+    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
     with tempfile.TemporaryDirectory() as t:
@@ -244,10 +508,19 @@ def main() -> None:
             res["determinism"] = determinism(tmp)
         if args.only in (None, "doctor"):
             res["doctor"] = doctor(tmp)
+        if args.only in (None, "lightning"):
+            res["lightning"] = lightning(tmp)
+        if args.only in (None, "tta"):
+            res["tta"] = tta(tmp, args.seeds)
+        if args.only in (None, "scaling"):
+            res["scaling"] = scaling(tmp)
+        if args.only in (None, "gpu"):
+            res["gpu"] = gpu(tmp)
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)
-    out = ROOT / "bench" / "results" / f"cpu-{suffix}.json"
+    args.results.mkdir(parents=True, exist_ok=True)
+    out = args.results / f"{'gpu' if torch.cuda.is_available() else 'cpu'}-{suffix}.json"
     out.write_text(json.dumps(res, indent=2))
     print(f"wrote {out}")
 

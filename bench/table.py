@@ -1,5 +1,7 @@
 """Print the README's benchmark tables from bench/results/*.json (written by `make bench`; a section
-measured alone with `make bench ARGS="--only tricks"` lands in cpu-tricks.json and is merged here)."""
+measured alone with `make bench ARGS="--only tricks"` lands in cpu-tricks.json and is merged here;
+runs on a CUDA machine land in gpu-*.json and get their own tables). A section no file holds yet is
+printed as "not yet measured"."""
 from __future__ import annotations
 
 import json
@@ -7,14 +9,26 @@ import sys
 from pathlib import Path
 
 results = Path(__file__).parent / "results"
-r = json.loads((results / (sys.argv[1] if len(sys.argv) > 1 else "cpu-all.json")).read_text())
-for part in sorted(results.glob("cpu-*.json")):  # newer single-section runs fill in what is missing
-    extra = json.loads(part.read_text())
-    for key, value in extra.items():
-        if key == "tricks":  # per-trick results merge (a trick re-measured alone replaces its row)
-            r.setdefault("tricks", {}).update(value)
-        elif key not in ("machine", "date") and key not in r:
-            r[key] = value
+
+
+def merged(first: dict, parts: list[Path]) -> dict:
+    """`first`, with the sections it lacks (or only skipped) filled in from the other result files."""
+    r = dict(first)
+    for part in parts:  # newer single-section runs fill in what is missing
+        extra = json.loads(part.read_text())
+        for key, value in extra.items():
+            if key == "tricks":  # per-trick results merge (a trick re-measured alone replaces its row)
+                r.setdefault("tricks", {}).update(value)
+            elif key not in ("machine", "date") and (key not in r or "skipped" in r[key]):
+                r[key] = value
+                r.setdefault("measured_on", {})[key] = f"{extra['machine']}, {extra['date']}"
+    return r
+
+
+r = merged(json.loads((results / (sys.argv[1] if len(sys.argv) > 1 else "cpu-all.json")).read_text()),
+           sorted(results.glob("cpu-*.json")))
+gpu_files = sorted(results.glob("gpu-*.json"))
+g = merged(json.loads(gpu_files[0].read_text()), gpu_files[1:]) if gpu_files else {}
 q, o = r["quality"], r["overhead"]
 print(f"Measured by `make bench` on {r['date']}: {r['machine']} (a shared 2-core VM; epoch times there")
 print("vary by several percent from run to run). Raw results: `bench/results/cpu-all.json`.\n")
@@ -71,3 +85,134 @@ if "tricks" in r:
         plain = f" ({t['best_val_plain_acc'] * 100:.1f})" if t.get("best_val_plain_acc") is not None else ""
         print(f"| `{name}` | {what} | {knobs} | {t['best_val_acc'] * 100:.1f}{plain} / {b['best_val_acc'] * 100:.1f} % "
               f"| {t['wall_s']:.1f} / {b['wall_s']:.1f} s |")
+
+
+def heading(title: str, text: str, command: str, note: str = "") -> None:
+    print(f"\n\n### {title}\n")
+    print(text)
+    print(f"\nRun it: `{command}`{note}.\n")
+
+
+def measured(res: dict, key: str) -> dict | None:
+    """The section's results, or None (and the placeholder printed) when there are none."""
+    value = res.get(key)
+    if not value or "skipped" in value:
+        why = f" (last run: skipped, {value['skipped']})" if value and "skipped" in value else ""
+        print(f"Not yet measured{why}.")
+        return None
+    return value
+
+
+def on(res: dict, key: str) -> str:
+    where = res.get("measured_on", {}).get(key) or f"{res['machine']}, {res['date']}"
+    return f"Measured on {where}."
+
+
+def lightning_table(res: dict) -> None:
+    lt = measured(res, "lightning")
+    if lt is None:
+        return
+    print(f"{on(res, 'lightning')} Lightning {lt['lightning_version']}.\n")
+    print("| job | dlrun | dlrun, checkpoint every epoch | Lightning | Lightning, dlrun's batches | dlrun / Lightning "
+          "(median; fastest) | final val acc: dlrun / Lightning / Lightning with dlrun's batches |")
+    print("|---|---|---|---|---|---|---|")
+    for name, v in lt.items():
+        if name == "lightning_version":
+            continue
+        ms = {k: f"{v[f'{k}_s_per_epoch'] * 1000:.0f} ms" for k in
+              ("dlrun", "dlrun_ckpt_every_epoch", "lightning", "lightning_dlrun_batches")}
+        print(f"| {name.replace('_', ' / ', 1)} ({v['epochs']} epochs x {v['rounds']} rounds) | {ms['dlrun']} | "
+              f"{ms['dlrun_ckpt_every_epoch']} ({v['ratio_ckpt_every_epoch']:.3f}) | {ms['lightning']} | "
+              f"{ms['lightning_dlrun_batches']} ({v['ratio_dlrun_batches']:.3f}) | "
+              f"{v['ratio']:.3f}; {v['ratio_of_fastest']:.3f} | {v['dlrun_val_acc'] * 100:.1f} / "
+              f"{v['lightning_val_acc'] * 100:.1f} / {v['lightning_dlrun_batches_val_acc'] * 100:.1f} % |")
+
+
+def tta_table(res: dict) -> None:
+    t = measured(res, "tta")
+    if t is None:
+        return
+    print(f"{on(res, 'tta')}\n")
+    print("| job | target val acc | runs that reached it | epochs (median) | loop seconds to it (median) "
+          "| wall seconds to it, incl. start-up (median) |")
+    print("|---|---|---|---|---|---|")
+    for v in t.values():
+        f = (lambda x, d=1: "-" if x is None else f"{x:.{d}f}")
+        print(f"| `{v['command']}` ({v['device']}) | {v['target'] * 100:.0f}% | {v['reached']} | "
+              f"{f(v['median_epoch'], 0)} | {f(v['median_loop_s'])} | {f(v['median_wall_s'])} |")
+
+
+def scaling_table(res: dict) -> None:
+    sc = measured(res, "scaling")
+    if sc is None:
+        return
+    print(f"{on(res, 'scaling')}\n")
+    print("| job | doubled | values | ms per epoch | ratio to the previous | train samples / s |")
+    print("|---|---|---|---|---|---|")
+    for name, v in sc.items():
+        job, knob = name.split(" ", 1)
+        rows = v["rows"]
+        values = " / ".join(str(x["value"]) for x in rows)
+        ms = " / ".join(f"{x['s_per_epoch'] * 1000:.0f}" for x in rows)
+        growth = " / ".join(f"x{x['ratio_to_previous']:.2f}" for x in rows[1:])
+        rate = " / ".join(str(x["samples_per_s"]) for x in rows)
+        print(f"| {job.replace('_', ' / ', 1)} ({v['device']}) | `{knob}` | {values} | {ms} | {growth} | {rate} |")
+
+
+def gpu_table(res: dict) -> None:
+    gp = measured(res, "gpu")
+    if gp is None:
+        return
+    peak = f"{gp['peak_bf16_tflops']:.0f} TFLOP/s" if gp["peak_bf16_tflops"] else "not in bench/measure.py's table"
+    print(f"{on(res, 'gpu')} {gp['gpu']} (dense bf16 peak: {peak}); `{' '.join(gp['model'])}`, "
+          f"{gp['timed_steps']} timed steps after {gp['warmup_steps']}.\n")
+    print("| variant | batch | images / s | ms per step | GFLOP per image (fwd + bwd) | TFLOP/s | MFU | peak memory |")
+    print("|---|---|---|---|---|---|---|---|")
+    for x in gp["rows"]:
+        mfu = "-" if x["mfu"] is None else f"{x['mfu'] * 100:.1f}%"
+        print(f"| {x['variant']} | {x['batch_size']} | {x['images_per_s']} | {x['step_ms']} | {x['gflops_per_image']} | "
+              f"{x['tflops_per_s']} | {mfu} | {x['peak_mem_gib']} GiB |")
+
+
+heading("Against PyTorch Lightning",
+        "The same job under Lightning (`bench/lightning_job.py`): the model with the same initial weights,\n"
+        "the same data tensors, batch size, AdamW at 3e-4, fp32, validation every epoch; Lightning with its\n"
+        "defaults (ModelCheckpoint writing every epoch, CSV logger), progress bar off. Time per epoch (start to\n"
+        "start: train, validation, checkpoint, logging), the median over whole runs alternated in rounds, the\n"
+        "first epoch of each run left out. `Lightning` is fed as a Lightning user writes it (a DataLoader over\n"
+        "a TensorDataset); `Lightning, dlrun's batches` gets dlrun's on-device batches in the same order, which\n"
+        "leaves the loops alone to compare (same start, same batches: its final accuracy should be dlrun's).\n"
+        "dlrun writes checkpoints at most every `checkpoint_interval` (10) seconds; `checkpoint every epoch`\n"
+        "is `checkpoint_interval=0`. In brackets: that column's ratio, dlrun with checkpoints every epoch /\n"
+        "Lightning, and dlrun / Lightning with dlrun's batches. Bar: dlrun / Lightning <= 1.",
+        'pip install -e ".[bench]"; make bench ARGS="--only lightning"')
+lightning_table(r)
+if g.get("lightning"):
+    lightning_table(g)
+heading("Time to accuracy",
+        "Seconds until the validation accuracy first reaches the target, on the bundled data sets, with\n"
+        "dlrun's defaults and with `trick=[lr_finder,onecycle]` (the LR range test picks onecycle's peak), the\n"
+        "median over seeds 0-2 of the runs that reached it. Loop seconds: metrics.csv's `time` (train +\n"
+        "validation of each epoch) summed up to that epoch; wall seconds: the whole `dlrun` process\n"
+        "(interpreter, data, LR range test, checkpoints, end-of-run plots) less the epochs after it.",
+        'make bench ARGS="--only tta"')
+tta_table(r)
+if g.get("tta"):
+    tta_table(g)
+heading("Scaling",
+        "Median time per epoch (train + validation + checkpoint + metrics.csv, after the first of 6 epochs)\n"
+        "as one knob doubles: the data (`data.fraction`, every split), the model (`model.width`) and the\n"
+        "batch (`data.batch_size`). Ideal ratios: x2 for the data; x2-4 for the width (conv layers cost\n"
+        "width x width); below 1 for the batch while the device has cores to spare.",
+        'make bench ARGS="--only scaling"')
+scaling_table(r)
+if g.get("scaling"):
+    scaling_table(g)
+heading("GPU throughput",
+        "Training throughput of dlrun's loop (`loop.train_epoch`) on 50,000 CIFAR-shaped images generated\n"
+        "locally (`bench/synthetic.py`), torchvision's ResNet-18 (3x3 stem), at batch 256-1024 in bf16 +\n"
+        "channels_last, also compiled, with the data on the device (dlrun's default for in-memory data) or\n"
+        "through DataLoader workers from host memory. MFU: the model's FLOPs per step (forward + backward,\n"
+        "`torch.utils.flop_counter`) per second over the GPU's dense bf16 peak (`bench/measure.py`).",
+        'make bench ARGS="--only gpu"', " on a machine with CUDA (elsewhere it records `skipped: no CUDA`)")
+gpu_table(g)
