@@ -170,11 +170,14 @@ class Job:
 
 
 def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None],
-              choices: dict[str, str] | None = None) -> Job:
-    """`choices`: Hydra's group selections (which schedule file was picked)."""
+              choices: dict[str, str] | None = None, train_on_val: bool = False) -> Job:
+    """`choices`: Hydra's group selections (which schedule file was picked). `train_on_val`
+    (mode=final): train on the union of the train and val splits; the test split is unchanged."""
     choices = choices or {}
     tricks = build_tricks(cfg.trick, str(choices.get("schedule", "constant")), cfg.precision, note)
     data = build_data(cfg.data, note)
+    if train_on_val:
+        data = data.with_val_in_train()
     seed_everything(int(cfg.seed), bool(cfg.deterministic))  # same weights whatever the data source did
     model = tricks.setup(build_model(cfg.model, data, note).to(device))
     loss_fn = call(cfg.loss, "loss", note=note)

@@ -51,6 +51,10 @@ def app(cfg: DictConfig) -> float | None:
             from dlrunner.export import export
 
             return export(cfg, run_dir, out)
+        if cfg.mode == "climb":
+            from dlrunner.climb import climb
+
+            return climb(cfg, run_dir, hc, out)
         return runner.train(cfg, run_dir, choices, out)
     except DlrunError as e:
         print(f"dlrun: error: {e}", file=sys.stderr)
