@@ -342,7 +342,7 @@ def climb(cfg: DictConfig, run_dir: Path, hc: Any, out: Reporter) -> float:
                 r.status = "interrupted"
             elif rc != 0 or not r.ok:
                 r.status = r.status if r.status in ("diverged", "failed") else "failed"
-                r.error = last if rc != 0 else f"no finite {metric} in {folder / 'summary.json'}"
+                r.error = last.removeprefix("dlrun: error: ") if rc != 0 else f"no finite {metric} in {folder / 'summary.json'}"
         done.append(r)
         write(run_dir, record, done, rungs, None)
         return r
@@ -355,7 +355,8 @@ def climb(cfg: DictConfig, run_dir: Path, hc: Any, out: Reporter) -> float:
     write(run_dir, record, results, rungs, best)
     out.console.print(table(results, rungs, best, metric))
     if record["status"] == "interrupted":
-        out.info(f"climb: {stopped}; `dlrun <same overrides> mode=climb resume=auto` goes on from there")
+        out.info(f"climb: {stopped}; `dlrun <same overrides> resume={run_dir}` goes on from there "
+                 "(finished rungs are not trained again)")
         raise Interrupted(signals.signum or signal.SIGINT)
     if best is None:
         raise DlrunError(f"climb: no rung completed ({results[-1].status}: {results[-1].error or 'see its run folder'}); "
