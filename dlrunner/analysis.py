@@ -86,7 +86,8 @@ def top_losses(logits: torch.Tensor, labels: torch.Tensor, n: int = TOP_LOSSES) 
 Scored = tuple[torch.Tensor, torch.Tensor]  # (logits (N, K), labels (N,)) of a split, in its stored order
 
 
-def analyze(job: Job, split: str = "val", n: int = TOP_LOSSES, scored: Scored | None = None) -> Analysis:
+def analyze(job: Job, split: str = "val", n: int = TOP_LOSSES,
+            scored: Scored | None = None) -> Analysis:
     """`scored`: the split's logits and labels from a pass already made (mode=final reads the
     test split once); otherwise they are computed here."""
     logits, labels = scored if scored is not None else split_logits(job, split)

@@ -12,15 +12,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
-import re
 import signal
-import subprocess
-import sys
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +23,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from dlrunner import rundir
 from dlrunner.console import Reporter
 from dlrunner.errors import DlrunError
+from dlrunner.rung import Launcher, Result, Rung, earlier_rungs
+from dlrunner.rung import override_key as _key
 
 RUNG_KEYS = ("mode", "resume", "climb")  # command-line keys the rungs do not inherit
 CSV_FIELDS = ["rung", "label", "overrides", "status", "params", "metric", "gain", "time", "reused", "run_dir",
@@ -78,48 +74,6 @@ def _value(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ",".join(_value(x) for x in v) + "]"
     return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-@dataclass
-class Rung:
-    """One rung as planned: its own overrides and the full override list its run gets."""
-
-    index: int
-    own: list[str]  # the rung's overrides, as in climb.ladder
-    overrides: list[str]  # the command line's job overrides (less mode/resume/climb) + `own`
-    label: str  # "resnet", "mlp depth=3"
-    key: str = ""  # runner.config_key of the composed rung: what a finished run of it is found by
-
-    @property
-    def folder(self) -> str:
-        return f"{self.index:02d}-" + (re.sub(r"[^A-Za-z0-9.]+", "-", self.label).strip("-") or "rung")
-
-
-@dataclass
-class Result:
-    """What a rung gave (a row of climb.csv)."""
-
-    rung: int
-    label: str
-    overrides: list[str]
-    status: str  # completed | failed | diverged | interrupted | not trained
-    value: float | None = None
-    gain: float | None = None  # over the best rung before it
-    params: int | None = None
-    time: float = 0.0
-    run_dir: str = ""
-    checkpoint: str = ""
-    reused: bool = False  # taken from an earlier climb (resume), not trained again
-    error: str = ""
-    command: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed" and self.value is not None and math.isfinite(self.value)
 
 
 def ascend(rungs: list[Rung], train: Callable[[Rung], Result], min_gain: float, lower: bool,
@@ -215,89 +169,6 @@ def _compose_rung(config_name: str, index: int, own: list[str], user: list[str],
 _ABSENT = object()
 
 
-# --- running a rung as its own dlrun process ------------------------------------------------------
-
-def rung_command(hc: Any, rung: Rung, run_dir: Path, resume: str | None) -> list[str]:
-    """`dlrun` with the climb's config sources, the rung's overrides and its own run folder."""
-    args = []
-    for src in hc.runtime.config_sources:
-        if src.provider == "command-line" and src.schema == "file":
-            args += ["--config-dir", src.path]
-    if hc.job.config_name != "config":
-        args += ["--config-name", hc.job.config_name]
-    hydra = [o for o in hc.overrides.hydra if not _key(o).startswith(("hydra.run.", "hydra.sweep.", "hydra.mode"))]
-    return [*args, *hydra, *rung.overrides, "mode=train", f"resume={resume or 'null'}", f"hydra.run.dir={run_dir}"]
-
-
-class Signals:
-    """While a rung runs, SIGINT/SIGTERM are noted, not raised: the rung saves its checkpoint and
-    exits first. SIGTERM is passed on to it (a terminal's Ctrl-C reaches the whole process group)."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self.child: subprocess.Popen | None = None
-
-    def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-        if signum == signal.SIGTERM and self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-def launch(args: list[str], signals: Signals) -> tuple[int, str]:
-    """Run `python -m dlrunner ARGS`: its output goes to the console as it comes; returns the exit
-    status and the last line it wrote to stderr (the error, if any)."""
-    proc = subprocess.Popen([sys.executable, "-m", "dlrunner", *args], stderr=subprocess.PIPE, text=True, bufsize=1)
-    signals.child = proc
-    tail: deque[str] = deque(maxlen=1)
-    for line in proc.stderr:
-        sys.stderr.write(line)
-        if line.strip():
-            tail.append(line.strip())
-    return proc.wait(), (tail[0] if tail else "")
-
-
-def from_run(rung: Rung, run: Path, metric: str) -> Result:
-    """A Result read from a rung's run folder (its summary.json)."""
-    s = rundir.read_json(run / "summary.json") or {}
-    best = run / "checkpoints" / "best.pt"
-    value = s.get("value") if s.get("optimized_metric") == metric else None
-    return Result(rung.index, rung.label, rung.own, s.get("status", "failed"), value, None,
-                  (s.get("model") or {}).get("params"), float(s.get("wall_time") or 0.0), str(run),
-                  str(best) if best.exists() else "", command=s.get("command", ""))
-
-
-def earlier_rungs(cfg: DictConfig, run_dir: Path, key: str) -> tuple[Path | None, dict[str, Path]]:
-    """resume=auto | PATH: an earlier climb (the newest with this job config under out_dir, or the
-    folder given), and its rungs' run folders by config key."""
-    if cfg.resume is None:
-        return None, {}
-    if cfg.resume == "auto":
-        found = [(p.stat().st_mtime, p.parent) for p in Path(str(cfg.out_dir)).rglob("climb.json")
-                 if p.parent.resolve() != run_dir.resolve() and (rundir.read_json(p) or {}).get("key") == key]
-        if not found:
-            return None, {}
-        old = max(found)[1]
-    else:
-        old = Path(str(cfg.resume)).expanduser()
-        if not (old / "climb.json").is_file() and not (old / "rungs").is_dir():
-            raise DlrunError(f"resume={cfg.resume}: not a climb folder (no climb.json or rungs/ in it)")
-    listed = [Path(r["run_dir"]) for r in (rundir.read_json(old / "climb.json") or {}).get("rungs", []) if r.get("run_dir")]
-    runs = {}
-    for run in [*listed, *sorted((old / "rungs").glob("*"))]:
-        k = run / "checkpoints" / "config_key.txt"
-        if k.is_file():
-            runs.setdefault(k.read_text(), run)
-    return old, runs
-
-
 # --- the mode --------------------------------------------------------------------------------------
 
 def climb(cfg: DictConfig, run_dir: Path, hc: Any, out: Reporter) -> float:
@@ -319,47 +190,23 @@ def climb(cfg: DictConfig, run_dir: Path, hc: Any, out: Reporter) -> float:
     done: list[Result] = []
 
     def train(rung: Rung) -> Result:
-        if signals.signum is not None:  # Ctrl-C between two rungs: start no other
-            return Result(rung.index, rung.label, rung.own, "interrupted")
-        prior = earlier.get(rung.key)
-        status = (rundir.read_json(prior / "summary.json") or {}).get("status") if prior else None
-        if status == "completed":
-            r = from_run(rung, prior, metric)
-            r.reused = True
-            out.info(f"climb: rung {rung.index}/{len(rungs)} ({rung.label}): finished earlier in {prior}")
-        else:
-            resume = str(prior) if status == "interrupted" else None  # continues from its last.pt
-            folder = run_dir / "rungs" / rung.folder
-            args = rung_command(hc, rung, folder, resume)
-            out.info(f"climb: rung {rung.index}/{len(rungs)} ({rung.label})" + (f", resuming {prior}" if resume else "")
-                     + f": dlrun {' '.join(args)}")
-            t0 = time.time()
-            rc, last = launch(args, signals)
-            r = from_run(rung, folder, metric)
-            r.time = r.time or time.time() - t0
-            r.command = r.command or f"dlrun {' '.join(args)}"
-            if rc in (130, 143) or signals.signum is not None:
-                r.status = "interrupted"
-            elif rc != 0 or not r.ok:
-                r.status = r.status if r.status in ("diverged", "failed") else "failed"
-                r.error = last.removeprefix("dlrun: error: ") if rc != 0 else f"no finite {metric} in {folder / 'summary.json'}"
-        done.append(r)
-        write(run_dir, record, done, rungs, None)
-        return r
+        done.append(launcher(rung))
+        write(run_dir, record, done, rungs, None)  # the record so far, in case the climb is stopped
+        return done[-1]
 
-    with Signals() as signals:
+    with Launcher(hc, run_dir, metric, earlier, len(rungs), out.info) as launcher:
         results, best, stopped = ascend(rungs, train, min_gain, lower, out.warn)
-    record["status"] = ("interrupted" if signals.signum is not None or (results and results[-1].status == "interrupted")
-                        else "completed" if best else "failed")
-    record["stopped"] = stopped
+    interrupted = launcher.signum is not None or results[-1].status == "interrupted"
+    record |= {"status": "interrupted" if interrupted else "completed" if best else "failed", "stopped": stopped}
     write(run_dir, record, results, rungs, best)
-    out.console.print(table(results, rungs, best, metric))
-    if record["status"] == "interrupted":
+    out.console.print(table(results, rungs, best, metric, interrupted))
+    if interrupted:
         out.info(f"climb: {stopped}; `dlrun <same overrides> resume={run_dir}` goes on from there "
                  "(finished rungs are not trained again)")
-        raise Interrupted(signals.signum or signal.SIGINT)
+        raise Interrupted(launcher.signum or signal.SIGINT)
     if best is None:
-        raise DlrunError(f"climb: no rung completed ({results[-1].status}: {results[-1].error or 'see its run folder'}); "
+        last = results[-1]
+        raise DlrunError(f"climb: no rung completed ({last.status}: {last.error or 'see its run folder'}); "
                          f"details in {run_dir / 'climb.json'}")
     out.info(f"climb: chose rung {best.rung} ({best.label}), {metric} {best.value:.4f}; stopped: {stopped}")
     out.info(f"  checkpoint: {best.checkpoint}\n  record: {run_dir / 'climb.json'}, {run_dir / 'climb.csv'}")
@@ -370,8 +217,8 @@ def write(run_dir: Path, record: dict, results: list[Result], rungs: list[Rung],
     """climb.json (the whole record) and climb.csv (one row per rung), rewritten after every rung."""
     trained = {r.rung for r in results}
     rows = [asdict(r) for r in results]
-    record = {**record, "chosen": asdict(best) if best else None, "rungs": rows,
-              "not_trained": [{"rung": g.index, "label": g.label, "overrides": g.own} for g in rungs if g.index not in trained]}
+    rest = [{"rung": g.index, "label": g.label, "overrides": g.own} for g in rungs if g.index not in trained]
+    record = {**record, "chosen": asdict(best) if best else None, "rungs": rows, "not_trained": rest}
     tmp = run_dir / "climb.json.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(run_dir / "climb.json")
@@ -382,10 +229,11 @@ def write(run_dir: Path, record: dict, results: list[Result], rungs: list[Rung],
             w.writerow({**row, "overrides": " ".join(row["overrides"]), "metric": row["value"]})
 
 
-def table(results: list[Result], rungs: list[Rung], best: Result | None, metric: str):
+def table(results: list[Result], rungs: list[Rung], best: Result | None, metric: str, interrupted: bool = False):
     from rich.table import Table
 
-    t = Table(title="climb", caption="* the chosen rung" if best else None)
+    caption = None if best is None else "* the best so far" if interrupted else "* the chosen rung"
+    t = Table(title="climb", caption=caption)
     for col in ("rung", "model", "params", metric, "gain", "time", "status"):
         t.add_column(col, justify="left" if col in ("model", "status") else "right")
     for r in results:

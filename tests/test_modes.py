@@ -3,7 +3,6 @@ train+val that scores the test split once)."""
 import csv
 import json
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +15,7 @@ from dlrunner.build import build_data, build_model
 from dlrunner.cli import CONF_DIR
 from dlrunner.console import Reporter
 from dlrunner.data.batches import TensorBatches
+from dlrunner.errors import DlrunError
 
 
 def fake_hc(*task: str, model: str = "lenet"):
@@ -98,7 +98,7 @@ def test_stop_rule(outcomes, lower, chosen, trained, why):
     ([3], "rung 1 must be"),
 ])
 def test_bad_ladders_are_refused(spec, words):
-    with pytest.raises(climb.DlrunError, match=words):
+    with pytest.raises(DlrunError, match=words):
         climb.parse_ladder(spec)
     assert climb.parse_ladder(["resnet", ["model=mlp", "model.depth=3"], {"model": "mlp", "model.depth": 2}]) == [
         ["model=resnet"], ["model=mlp", "model.depth=3"], ["model=mlp", "model.depth=2"]]
