@@ -94,11 +94,11 @@ def record(cfg: DictConfig, job: Job, tested: dict[str, float]) -> dict[str, Any
 def statement(summary: dict[str, Any]) -> str:
     """The console's last word on a final run: what it trained on and the test split's one score."""
     r = summary["retrain"]
-    passes = r["test_passes"]
+    passes, epochs = r["test_passes"], r["epochs"]
     once = "once" if passes == 1 else f"{passes} times"
     scores = ", ".join(f"{k} {v:.4f}" for k, v in r["test"].items())
     return (f"final: trained on train+val ({r['train_samples']:,} = {r['from']['train']:,} + {r['from']['val']:,} "
-            f"samples) for {r['epochs']} epochs, no validation, no epoch picked; the test split "
+            f"samples) for {epochs} epoch{'s' * (epochs != 1)}, no validation, no epoch picked; the test split "
             f"({r['test_samples']:,} samples) was scored {once}, with the final weights: {scores}\n"
             f"model: {Path(summary['run_dir']) / 'checkpoints' / 'last.pt'} "
             f"(mode=eval | predict | export ckpt={summary['run_dir']})")

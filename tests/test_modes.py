@@ -3,6 +3,7 @@ train+val that scores the test split once)."""
 import csv
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -207,3 +208,43 @@ def test_final_trains_on_train_and_val_and_reads_the_test_split_once(make_cfg, t
     assert ckpt["state"]["epoch"] == 2  # the last epoch's weights, not a chosen one
     # resume=auto never takes a final run for an ordinary one, or the other way round
     assert runner.config_key(cfg) != runner.config_key(make_cfg(*data))
+
+
+def test_an_interrupted_final_run_resumes_as_a_final_run_only(make_cfg, tmp_path, sigterm_at):
+    data = ["data=tabular", "model=mlp", "epochs=3", "optim.lr=0.01", "device=cpu", "checkpoint_interval=0"]
+    out = Reporter(live=False)
+
+    def run(name: str, *extra: str) -> Path:
+        d = tmp_path / "outputs" / name
+        d.mkdir(parents=True)
+        runner.train(make_cfg(*data, *extra), d, {}, out)
+        return d
+    straight = run("straight", "mode=final")
+    with sigterm_at(4), pytest.raises(runner.Interrupted):  # in epoch 2 of 3
+        run("stopped", "mode=final")
+    ordinary = run("ordinary", "resume=auto")  # an ordinary run does not take the final run's checkpoint
+    assert not (ordinary / "resume.json").exists()
+    resumed = run("resumed", "mode=final", "resume=auto")
+    assert json.loads((resumed / "resume.json").read_text())["resumed_from"] == str(tmp_path / "outputs" / "stopped")
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (straight, resumed))
+    assert b["retrain"]["test"] == a["retrain"]["test"] and b["retrain"]["test_passes"] == 1
+
+
+def test_val_joins_train_for_streamed_data_too(tmp_path):
+    from PIL import Image
+
+    from dlrunner.data.batches import make_batches
+    from dlrunner.data.folder import build_folder
+
+    for c, level in enumerate((30, 120, 220)):
+        (tmp_path / f"class{c}").mkdir()
+        for i in range(8):
+            pixels = torch.full((12, 10, 3), level + i, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / f"class{c}" / f"{i}.png")
+    b = build_folder(path=str(tmp_path), size=16, num_workers=0, val_fraction=0.25, test_fraction=0.25)
+    m = b.with_val_in_train()
+    assert m.sizes() == {"train": len(b.train) + len(b.val), "val": 0, "test": len(b.test)}
+    batches = make_batches(m.train, 4, shuffle=True, seed=0, device=torch.device("cpu"))
+    labels = sorted(int(v) for _, (_, y) in batches.iterate(0) for v in y)
+    assert labels == sorted([y for _, y in b.train.samples] + [y for _, y in b.val.samples])
+    assert m.test is b.test
