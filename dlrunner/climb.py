@@ -134,6 +134,9 @@ def _modality(cfg: DictConfig) -> str:
     return modality(build_data(cfg.data, note=lambda _: None).in_shape)
 
 
+_ABSENT = object()  # OmegaConf.select's answer for a key the config does not have
+
+
 def _compose_rung(config_name: str, index: int, own: list[str], user: list[str], current: str,
                   note: Callable[[str], None]) -> Rung:
     from hydra import compose
@@ -164,9 +167,6 @@ def _compose_rung(config_name: str, index: int, own: list[str], user: list[str],
         msg = " ".join(str(e).split("Config search path")[0].split())  # Hydra's message, less the search path
         raise DlrunError(f"climb.ladder: rung {index} ({label}): {msg}") from None
     return Rung(index, own, overrides, label, config_key(composed))
-
-
-_ABSENT = object()
 
 
 # --- the mode --------------------------------------------------------------------------------------
