@@ -83,8 +83,14 @@ def top_losses(logits: torch.Tensor, labels: torch.Tensor, n: int = TOP_LOSSES) 
              "true_prob": float(probs[i, labels[i]]), "loss": float(losses[i])} for i in order]
 
 
-def analyze(job: Job, split: str = "val", n: int = TOP_LOSSES) -> Analysis:
-    logits, labels = split_logits(job, split)
+Scored = tuple[torch.Tensor, torch.Tensor]  # (logits (N, K), labels (N,)) of a split, in its stored order
+
+
+def analyze(job: Job, split: str = "val", n: int = TOP_LOSSES,
+            scored: Scored | None = None) -> Analysis:
+    """`scored`: the split's logits and labels from a pass already made (mode=final reads the
+    test split once); otherwise they are computed here."""
+    logits, labels = scored if scored is not None else split_logits(job, split)
     names = list(job.data.class_names)
     matrix = confusion_matrix(labels, logits.argmax(1), len(names))
     return Analysis(split, names, logits, labels, matrix, per_class_scores(matrix, names), top_losses(logits, labels, n))
@@ -109,9 +115,10 @@ def summary_entries(a: Analysis) -> dict[str, Any]:
             "per_class": a.per_class}
 
 
-def report(job: Job, run_dir: Path, split: str = "val", n: int = TOP_LOSSES) -> tuple[Analysis, dict[str, Any]]:
+def report(job: Job, run_dir: Path, split: str = "val", n: int = TOP_LOSSES,
+           scored: Scored | None = None) -> tuple[Analysis, dict[str, Any]]:
     """Analyze a split and write confusion.png and top_losses.png into run_dir."""
-    a = analyze(job, split, n)
+    a = analyze(job, split, n, scored)
     plots.confusion(a.matrix, a.class_names, Path(run_dir) / "confusion.png")
     if a.top:
         idx = [r["index"] for r in a.top]
@@ -122,11 +129,12 @@ def report(job: Job, run_dir: Path, split: str = "val", n: int = TOP_LOSSES) -> 
     return a, summary_entries(a)
 
 
-def after_training(job: Job, run_dir: Path, warn: Callable[[str], None]) -> dict[str, Any]:
+def after_training(job: Job, run_dir: Path, warn: Callable[[str], None], split: str = "val",
+                   scored: Scored | None = None) -> dict[str, Any]:
     """runner.finish's hook: the report's summary entries, or {} with one warning line when the
     analysis fails (the run itself is already saved and must not be lost to a plotting error)."""
     try:
-        return report(job, run_dir)[1]
+        return report(job, run_dir, split, scored=scored)[1]
     except Exception as e:  # noqa: BLE001 - any failure here is reported, never raised
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         warn(f"error analysis skipped ({type(e).__name__}: {first[:160]})")

@@ -212,8 +212,9 @@ class Job:
 
 
 def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None],
-              choices: dict[str, str] | None = None) -> Job:
-    """`choices`: Hydra's group selections (which schedule file was picked)."""
+              choices: dict[str, str] | None = None, train_on_val: bool = False) -> Job:
+    """`choices`: Hydra's group selections (which schedule file was picked). `train_on_val`
+    (mode=final): train on the union of the train and val splits; the test split is unchanged."""
     choices = choices or {}
     tricks = build_tricks(cfg.trick, str(choices.get("schedule", "constant")), cfg.precision, note)
     auto_batch = str(OmegaConf.select(cfg, "data.batch_size", default="")) == "auto"
@@ -222,6 +223,8 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
         data_node = cfg.data.copy()
         data_node.batch_size = 2
     data = build_data(data_node, note)
+    if train_on_val:
+        data = data.with_val_in_train()
     seed_everything(int(cfg.seed), bool(cfg.deterministic))  # same weights whatever the data source did
     model = tricks.setup(build_model(cfg.model, data, note).to(device))
     loss_fn = call(cfg.loss, "loss", note=note)

@@ -75,6 +75,10 @@ def _dispatch(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Repo
         from dlrunner.export import export
 
         return export(cfg, run_dir, out)
+    if cfg.mode == "climb":
+        from dlrunner.climb import climb
+
+        return climb(cfg, run_dir, HydraConfig.get(), out)
     return runner.train(cfg, run_dir, choices, out)
 
 

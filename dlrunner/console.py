@@ -58,12 +58,15 @@ class Reporter:
 
     def final(self, summary: dict) -> None:
         t = Table(title=f"dlrun: {summary['status']} in {summary['wall_time']:.1f}s", show_edge=True)
+        picked = summary.get("mode") != "final"  # mode=final picks no epoch: the final weights only
         t.add_column("metric")
         t.add_column("final", justify="right")
-        t.add_column(f"best (epoch {summary.get('best_epoch')})", justify="right")
+        if picked:
+            t.add_column(f"best (epoch {summary.get('best_epoch')})", justify="right")
         for k in KEYS + ("test/loss", "test/acc"):
             if k in summary["final"] or k in summary["best"]:
-                t.add_row(k, fmt(summary["final"].get(k, "")), fmt(summary["best"].get(k, "")))
+                best = [fmt(summary["best"].get(k, ""))] if picked else []
+                t.add_row(k, fmt(summary["final"].get(k, "")), *best)
         self.console.print(t)
         fit = summary.get("fit")
         if fit:

@@ -18,10 +18,10 @@ from dlrunner.errors import DlrunError, TrainingDiverged
 from dlrunner.loggers import Loggers, build_loggers
 from dlrunner.loop import Meter, NonFiniteLoss, Throughput, TrainState, evaluate, train_epoch
 from dlrunner.oom import OOMGuard
-from dlrunner.verdict import fit_verdict
+from dlrunner.verdict import final_verdict, fit_verdict
 
 IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test",
-                      "logger", "dir", "sort", "csv", "input", "format", "doctor",
+                      "logger", "dir", "sort", "csv", "input", "format", "doctor", "climb",
                       "trainer")  # the device count: data.batch_size is global, so a run resumes on any count
 
 
@@ -75,12 +75,16 @@ class StopSignal:
 
 
 def config_key(cfg: DictConfig) -> str:
-    """The job's identity for resume=auto: the resolved config minus run-control keys."""
+    """The job's identity for resume=auto: the resolved config minus run-control keys. A mode=final
+    run keeps its mode: it trains on train+val, never the same job as an ordinary run."""
     d = OmegaConf.to_container(cfg, resolve=True)
+    final = d.get("mode") == "final"
     for k in IGNORED_FOR_RESUME:
         d.pop(k, None)
     for k in ("on_device", "num_workers"):  # where batches come from, not what they hold
         (d.get("data") or {}).pop(k, None)
+    if final:
+        d["mode"] = "final"
     return OmegaConf.to_yaml(OmegaConf.create(d))
 
 
@@ -137,9 +141,11 @@ def find_resume(cfg: DictConfig, run_dir: Path, key: str, out: Reporter) -> Path
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float:
-    """Train the configured job in run_dir and return the best value of cfg.optimized_metric."""
+    """Train the configured job in run_dir and return the best value of cfg.optimized_metric.
+    mode=final: train on train+val without validation, then score the test split once (final.py)."""
     t_start = time.time()
     world = distributed.current()
+    final = cfg.mode == "final"
     device = pick_device(distributed.pick_device(str(cfg.device), world))
     key = config_key(cfg)
     # rank 0 alone looks (its resume.json marks the old run taken; the others must not race it)
@@ -150,9 +156,16 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
                          "resume with the same overrides (see its .hydra/overrides.yaml)")
     loggers = build_loggers(cfg.get("logger"), out.warn)  # a missing package stops here, before any work
     loggers = loggers if world.main else None  # rank 0 alone writes
-    job = build_job(cfg, device, out.warn, choices)
+    job = build_job(cfg, device, out.warn, choices, train_on_val=final)
     if world.active:
         job.train = distributed.ShardedBatches(job.train, world)  # after build_job: a trick may replace it there
+    if final:
+        from dlrunner.final import CountedPasses
+
+        if len(job.data.test) == 0:
+            raise DlrunError(f"mode=final scores the test split, but data={job.data.name} holds none out "
+                             "(data.test_fraction=0); set data.test_fraction > 0")
+        job.test = CountedPasses(job.test)  # summary.json records how often the test split was read
     ckdir = run_dir / "checkpoints"
     if world.main:
         ckdir.mkdir(parents=True, exist_ok=True)
@@ -281,14 +294,16 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
             distributed.sync_buffers(job.model)  # BatchNorm statistics: rank 0's, as saved
         train_meter = meter.reduced()
         state.seen = {"train": train_meter.n}
-        row = {"epoch": state.epoch + 1, **train_meter.result("train"),
-               **validate_split(job, "val", val, state.seen),
+        held_out = {} if job.data.val_in_train else validate_split(job, "val", val, state.seen)  # final: none
+        row = {"epoch": state.epoch + 1, **train_meter.result("train"), **held_out,
                "lr": max(g["lr"] for g in job.optimizer.param_groups), **job.tricks.on_epoch_end(state.epoch),
                "time": time.perf_counter() - t0}
         state.history.append(row)
-        improved = state.best is None or (row[metric] < state.best if lower else row[metric] > state.best)
+        # mode=final selects nothing: every epoch replaces best.pt, the last weights are the model
+        improved = (job.data.val_in_train or state.best is None
+                    or (row[metric] < state.best if lower else row[metric] > state.best))
         if improved:
-            state.best, state.best_epoch = row[metric], row["epoch"]
+            state.best, state.best_epoch = row.get(metric), row["epoch"]
         state.epoch, state.batch, meter = state.epoch + 1, 0, Meter(job.device)
         saver.epoch_end(payload(job, state, meter, config_yaml), improved)
         if world.main:
@@ -335,18 +350,28 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
     """Curves, optional test evaluation, summary.json, the final table; returns the optimized metric."""
     best_row = next((r for r in state.history if r["epoch"] == state.best_epoch), {})
     final = dict(state.history[-1]) if state.history else {}
-    if status == "completed" and cfg.eval_test and (run_dir / "checkpoints" / "best.pt").exists():
-        best = checkpoint.load(run_dir / "checkpoints" / "best.pt")
-        job.base_model.load_state_dict(best["model"])
-        job.tricks.load_state_dict(best["tricks"])  # e.g. averaged weights or snapshots of that epoch
-        best_row = {**best_row, **validate_split(job, "test")}
+    held_out = job.data.val_in_train  # mode=final
+    if held_out:  # the one look at the test split, with the final weights
+        from dlrunner import final as final_mode
+
+        tested, errors = final_mode.score_test(job, run_dir, out.warn) if status == "completed" else ({}, {})
+        final, best_row = {**final, **tested}, {**best_row, **tested}
+        extra = {**final_mode.record(cfg, job, tested), **(extra or {})}  # value: the test metric
+        verdict = final_verdict(final)
+    else:
+        if status == "completed" and cfg.eval_test and (run_dir / "checkpoints" / "best.pt").exists():
+            best = checkpoint.load(run_dir / "checkpoints" / "best.pt")
+            job.base_model.load_state_dict(best["model"])
+            job.tricks.load_state_dict(best["tricks"])  # e.g. averaged weights or snapshots of that epoch
+            best_row = {**best_row, **validate_split(job, "test")}
+        # confusion matrix, per-class scores, top losses on val (the weights the job holds now)
+        errors = analysis.after_training(job, run_dir, out.warn) if status == "completed" else {}
+        verdict = fit_verdict(state.history)
     if state.history:
         plots.curves(state.history, run_dir / "curves.png")
-    # confusion matrix, per-class scores, top losses on val (the weights the job holds now)
-    errors = analysis.after_training(job, run_dir, out.warn) if status == "completed" else {}
-    verdict = fit_verdict(state.history)
-    summary = {"status": status, "fit": verdict, "optimized_metric": cfg.optimized_metric, "value": state.best,
-               "best_epoch": state.best_epoch, "epochs_run": len(state.history), "final": final, "best": best_row,
+    summary = {"status": status, "mode": str(cfg.mode), "fit": verdict, "optimized_metric": cfg.optimized_metric,
+               "value": state.best, "best_epoch": state.best_epoch, "epochs_run": len(state.history), "final": final,
+               "best": best_row,
                "run_dir": str(run_dir), "data": {"name": job.data.name, **job.data.sizes(),
                                                  "classes": job.data.class_names, "in_shape": job.data.in_shape},
                "model": {"class": type(job.base_model).__name__, "params": n_params},
@@ -359,9 +384,12 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
         loggers.finish(summary)  # after summary.json and curves.png exist: MLflow keeps them as artifacts
     if status == "completed":
         if "per_class" in errors:
-            out.per_class(errors["per_class"])
+            out.per_class(errors["per_class"], errors["confusion"]["split"])
         out.final(summary)
-    return float(state.best) if state.best is not None else float("nan")
+        if held_out:
+            out.info(final_mode.statement(summary))
+    value = summary["value"]
+    return float(value) if value is not None else float("nan")
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float:

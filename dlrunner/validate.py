@@ -7,7 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrunner.errors import DlrunError
 
-MODES = ("train", "eval", "lr_find", "doctor", "compare", "predict", "export")
+MODES = ("train", "eval", "lr_find", "doctor", "compare", "predict", "export", "climb", "final")
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 EXPORT_FORMATS = ("torchscript", "onnx", "safetensors")  # mode=export; dlrunner.export.FORMATS has their files
@@ -56,6 +56,10 @@ def validate(cfg: DictConfig) -> None:
         raise DlrunError(f"mode={cfg.mode} needs ckpt=PATH (a checkpoint file or a run folder)")
     if cfg.mode == "predict" and not OmegaConf.select(cfg, "input", default=None):
         raise DlrunError("mode=predict needs input=PATH (a file, a quoted glob such as 'imgs/*.png', or a folder)")
+    if cfg.mode == "climb":
+        gain = OmegaConf.select(cfg, "climb.min_gain", default=None)
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain >= 0:
+            raise DlrunError(f"climb.min_gain must be a number >= 0 (a gain in {cfg.optimized_metric}), got {gain!r}")
     if cfg.mode == "export":
         fmt = OmegaConf.select(cfg, "format", default=None)
         if fmt not in EXPORT_FORMATS:

@@ -37,3 +37,25 @@ def fit_verdict(history: list[dict], underfit_acc: float = 0.9, gap: float = 0.0
     else:
         verdict = "good fit"
     return {"verdict": verdict, "evidence": evidence, "remedies": REMEDIES[verdict]}
+
+
+def final_verdict(row: dict, underfit_acc: float = 0.9, gap: float = 0.05) -> dict:
+    """mode=final has no validation curve: the last epoch's training accuracy against the test
+    split's (scored once, after training). underfitting: train accuracy below `underfit_acc`;
+    overfitting: train - test accuracy above `gap`; good fit otherwise. The test split must not
+    drive more tuning: the remedies are for the next project, not for another look at it."""
+    train_acc, test_acc = row.get("train/acc"), row.get("test/acc")
+    if train_acc is None:
+        return {"verdict": "not converged", "evidence": "no finished epoch", "remedies": REMEDIES["not converged"]}
+    if test_acc is None:  # stopped before the test split was scored
+        verdict = "underfitting" if train_acc < underfit_acc else "good fit"
+        return {"verdict": verdict, "evidence": f"train acc {train_acc:.3f}; the test split was not scored",
+                "remedies": REMEDIES[verdict]}
+    evidence = f"train acc {train_acc:.3f} (train+val), test acc {test_acc:.3f}"
+    if train_acc < underfit_acc:
+        verdict = "underfitting"
+    elif train_acc - test_acc > gap:
+        verdict = "overfitting"
+    else:
+        verdict = "good fit"
+    return {"verdict": verdict, "evidence": evidence, "remedies": REMEDIES[verdict]}

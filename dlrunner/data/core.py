@@ -1,7 +1,7 @@
 """What every data set shares: seeded splits, subsets, class filtering, normalization."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,19 +41,37 @@ class DataBundle:
     augment: bool = False
     flip: bool = False
     extra: dict = field(default_factory=dict)
+    val_in_train: bool = False  # mode=final: `train` holds the val samples too; nothing is held out for validation
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        """Samples per split as trained and held out: with val merged into train, val counts 0."""
+        val = 0 if self.val_in_train else len(self.val)
+        return {"train": len(self.train), "val": val, "test": len(self.test)}
+
+    def with_val_in_train(self) -> DataBundle:
+        """The same splits with the val samples added to train (mode=final). Inputs keep the
+        normalization of the training split; `val` stays as it was (a subset of train now) for code
+        that probes samples, and `test` is untouched."""
+        return replace(self, train=concat(self.train, self.val), val_in_train=True)
 
     def meta(self) -> dict:
         """Plain description stored in checkpoints so a model can be reused later."""
         return {"name": self.name, "class_names": list(self.class_names), "modality": self.modality,
                 "in_shape": list(self.in_shape), "mean": self.mean.clone(), "std": self.std.clone(),
                 "features": [str(f) for f in self.extra.get("features") or []]}  # tabular columns, in order
+
+
+def concat(a: Any, b: Any) -> Any:
+    """Two splits as one: tensors concatenated (a's samples first), or a ConcatDataset when streamed."""
+    if isinstance(a, Split) and isinstance(b, Split):
+        return Split(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]))
+    from torch.utils.data import ConcatDataset
+
+    return ConcatDataset([a, b])
 
 
 def check_knobs(*, fraction: float, val_fraction: float, batch_size: int, num_workers: int,
