@@ -140,7 +140,7 @@ def test_mlflow_interrupted_then_resumed_with_other_loggers(make_cfg, tmp_path, 
 
 @pytest.mark.slow
 def test_failed_run_is_failed_in_mlflow(make_cfg, tmp_path, monkeypatch):
-    def boom(job, split):
+    def boom(*args, **kwargs):
         raise RuntimeError("validation broke")
     monkeypatch.setattr(runner, "validate_split", boom)
     quiet = Reporter(live=False)
