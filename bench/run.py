@@ -82,6 +82,7 @@ def quality(tmp: Path) -> dict:
 
 def overhead(tmp: Path, overrides: list[str], rounds: int) -> dict:
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from dlrunner import runner
     from dlrunner.build import build_job
@@ -105,10 +106,11 @@ def overhead(tmp: Path, overrides: list[str], rounds: int) -> dict:
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     t_dl, t_hand = [], []
     saver = Checkpointer(run_dir / "checkpoints", float(cfg.checkpoint_interval))
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # once per run, as `dlrun` makes it
     with runner.StopSignal() as stop:
         def dl_epoch():
             cfg.epochs = state.epoch + 1
-            runner.run_epochs(cfg, job, state, Meter(job.device), stop, saver, run_dir, quiet)
+            runner.run_epochs(cfg, job, state, Meter(job.device), stop, saver, run_dir, quiet, config_yaml=config_yaml)
 
         def timed(fn, *a) -> float:
             t0 = time.perf_counter()

@@ -270,10 +270,12 @@ def draw_samples(job: Job, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop: StopSignal,
                saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter, loggers: Loggers | None = None,
-               oom: OOMGuard | None = None) -> None:
+               oom: OOMGuard | None = None, config_yaml: str | None = None) -> None:
+    """Train until cfg.epochs. `config_yaml` (the resolved config every checkpoint carries) is made
+    here unless the caller has it: a caller that trains one epoch per call passes it once."""
     metric, lower = cfg.optimized_metric, minimize(cfg.optimized_metric)
     progress = Throughput(int(cfg.log_every), out.step, lambda: max(g["lr"] for g in job.optimizer.param_groups))
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # once: it is the same in every checkpoint
+    config_yaml = config_yaml or OmegaConf.to_yaml(cfg, resolve=True)  # once: the same in every checkpoint
     world = distributed.current()
     ddp = distributed.DataParallel(job.device) if world.active else None
     val = distributed.ShardedBatches(job.val, world) if world.active else None
