@@ -28,6 +28,10 @@ def app(cfg: DictConfig) -> float | None:
     choices = dict(hc.runtime.choices)
     devices = OmegaConf.select(cfg, "trainer.devices", default=1)
     devices = devices if isinstance(devices, int) and cfg.get("mode") == "train" else 1  # else: validate says why
+    if _in_importance_sweep(hc) and OmegaConf.select(cfg, "sweep.threads_per_trial", default=None):
+        import torch  # the same CPU threads under every launcher: reductions sum in a thread-dependent order
+
+        torch.set_num_threads(int(cfg.sweep.threads_per_trial))
     try:
         validate(cfg)  # before other processes start: a bad value is reported once
         with distributed.session(devices, run_dir, list(hc.overrides.task)) as world:

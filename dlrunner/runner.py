@@ -377,7 +377,7 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
                "run_dir": str(run_dir), "data": {"name": job.data.name, **job.data.sizes(),
                                                  "classes": job.data.class_names, "in_shape": job.data.in_shape},
                "model": {"class": type(job.base_model).__name__, "params": n_params},
-               "device": str(job.device), "precision": job.precision.name, "wall_time": time.time() - t_start,
+               "device": str(job.device), "precision": job.precision.name, "threads": torch.get_num_threads(), "wall_time": time.time() - t_start,
                "resumed_from": str(resumed_from) if resumed_from else None, "command": rundir.command_line(),
                "git_sha": rundir.git_sha(), "versions": rundir.versions(), "seed": int(cfg.seed),
                "tricks": job.tricks.report(), **errors, **(extra or {})}

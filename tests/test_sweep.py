@@ -170,8 +170,10 @@ def test_failure_budget_stops_the_sweep(tmp_path):
 
 @pytest.mark.slow
 def test_real_sweep_on_digits(dlrun, tmp_path):
+    dlrun.env["OMP_NUM_THREADS"] = "2"
     res = dlrun("-m", "sweep=importance", "sweep.budget=3", "sweep.seeds=[0]", "epochs=1", "data.fraction=0.2",
-                "sweep.tiers=[[optim.lr],[model.act]]", "sweep.shares=[0.5,0.5]", f"hydra.sweep.dir={tmp_path / 'sw'}")
+                "sweep.tiers=[[optim.lr],[model.act]]", "sweep.shares=[0.5,0.5]", "sweep.threads_per_trial=1",
+                f"hydra.sweep.dir={tmp_path / 'sw'}")
     assert res.returncode == 0, res.stderr[-3000:]
     trials = rows(tmp_path)
     assert [t["stage"] for t in trials] == ["baseline", "tier1", "tier2"]
@@ -179,6 +181,7 @@ def test_real_sweep_on_digits(dlrun, tmp_path):
     for t in trials:  # the metric recorded is the one each run wrote to its summary.json
         summary = json.loads((Path(t["run_dir"]) / "summary.json").read_text())
         assert math.isclose(float(t["metric"]), summary["value"], rel_tol=1e-5)
+        assert summary["threads"] == 1  # sweep.threads_per_trial, not the 2 the process would have
     best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
     assert best["metric"] >= float(trials[0]["metric"])
     assert (tmp_path / "sw" / "importance.png").exists()
