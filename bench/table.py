@@ -139,7 +139,7 @@ def tta_table(res: dict) -> None:
     for v in t.values():
         f = (lambda x, d=1: "-" if x is None else f"{x:.{d}f}")
         print(f"| `{v['command']}` ({v['device']}) | {v['target'] * 100:.0f}% | {v['reached']} | "
-              f"{f(v['median_epoch'], 0)} | {f(v['median_loop_s'])} | {f(v['median_wall_s'])} |")
+              f"{f(v['median_epoch'], 0)} | {f(v['median_loop_s'], 2)} | {f(v['median_wall_s'])} |")
 
 
 def scaling_table(res: dict) -> None:
