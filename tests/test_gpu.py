@@ -55,3 +55,14 @@ def test_doctor_measures_memory_on_cuda(make_cfg, tmp_path):
     assert m.details["estimated_max_batch"] >= m.details["batch"]
     assert len(m.details["allocated_per_step"]) == 12
     assert all(f.status != "fail" for f in ex.findings.values())
+
+
+def test_cuda_defaults_put_data_on_the_device_and_conv_nets_in_nhwc(make_cfg):
+    job = build_job(make_cfg("debug=smoke", "device=cuda", "precision=bf16-mixed"), CUDA, print)
+    assert job.data.extra["placement"]["on_device"] is True and job.train.x.is_cuda  # held on the GPU
+    x, _ = job.tricks.on_batch(next(job.train.iterate(0))[1], 0)
+    assert x.is_contiguous(memory_format=torch.channels_last)  # automatic under mixed precision
+    assert torch.backends.cudnn.benchmark
+    host = build_job(make_cfg("debug=smoke", "device=cuda", "data.on_device=false"), CUDA, print)
+    assert not host.train.x.is_cuda and next(host.train.iterate(0))[1][0].is_cuda  # copied per batch
+
