@@ -6,13 +6,14 @@ from torch import nn
 
 
 def hand_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               xv: torch.Tensor, yv: torch.Tensor, batch_size: int, gen: torch.Generator) -> tuple[float, float]:
-    """One epoch of training plus a validation pass; returns (train loss, val acc)."""
+               xv: torch.Tensor, yv: torch.Tensor, batch_size: int, gen: torch.Generator,
+               order: list[torch.Tensor] | None = None) -> tuple[float, float]:
+    """One epoch of training plus a validation pass; returns (train loss, val acc). `order`: the
+    index batches to take (to replay another loop's order), else a fresh permutation."""
     model.train()
     perm = torch.randperm(len(y), generator=gen)
     total = 0.0
-    for i in range(0, len(y), batch_size):
-        idx = perm[i:i + batch_size]
+    for idx in order if order is not None else (perm[i:i + batch_size] for i in range(0, len(y), batch_size)):
         out = model(x[idx])
         loss = nn.functional.cross_entropy(out, y[idx])
         opt.zero_grad(set_to_none=True)

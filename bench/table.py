@@ -40,12 +40,17 @@ for name, d in q.items():
               f"{d['wall_s_incl_startup']:.1f} s |")
 m = q["mnist1d_conv1d"]
 print(f"| `{m['command']}` | test acc (best.pt); wall time | {m['test_acc'] * 100:.1f}%; {m['wall_s_incl_startup']:.1f} s |")
-for key, label in (("digits_lenet", "lenet / digits"), ("mnist1d_conv1d", "conv1d / mnist1d")):
-    v = o[key]
-    print(f"| overhead, {label}: dlrun epoch (train + val + checkpointing + metrics.csv) / hand-written loop "
-          f"(`bench/handloop.py`: train + val), {v['rounds']} alternating epochs | median ratio; ratio of fastest "
-          f"epochs | {v['ratio']:.3f}; {v['ratio_of_fastest']:.3f} ({v['dlrun_s_per_epoch'] * 1000:.0f} ms vs "
-          f"{v['hand_s_per_epoch'] * 1000:.0f} ms median) |")
+LABELS = {"digits_lenet": "lenet / digits", "mnist1d_conv1d": "conv1d / mnist1d",
+          "cifar_resnet_cuda": "resnet / CIFAR-shaped (CUDA)"}
+for key, v in o.items():
+    sw = v.get("same_weights")
+    same = "" if sw is None else (
+        f"; final weights vs the hand loop's after {sw['epochs']} epochs from the same start over the same batches "
+        f"(deterministic=true): {'identical' if sw['equal'] else 'max difference %.2g' % sw['max_abs_weight_diff']}")
+    print(f"| overhead, {LABELS.get(key, key)}: dlrun epoch (train + val + checkpointing + metrics.csv) / hand-written "
+          f"loop (`bench/handloop.py`: train + val), {v['rounds']} alternating epochs | median ratio; ratio of fastest "
+          f"epochs{'; same weights' if sw else ''} | {v['ratio']:.3f}; {v['ratio_of_fastest']:.3f} "
+          f"({v['dlrun_s_per_epoch'] * 1000:.0f} ms vs {v['hand_s_per_epoch'] * 1000:.0f} ms median){same} |")
 if "precompute" in r:
     p = r["precompute"]
     print(f"| `trick=precompute`: resnet (width 32) head on digits 5-9 from a digits 0-4 run, frozen layers cached "

@@ -79,3 +79,10 @@ def test_synthetic_cifar_like():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU answer")
 def test_gpu_section_skips_without_cuda(tmp_path):
     assert load_run().gpu(tmp_path) == {"skipped": "no CUDA"}
+
+
+def test_dlrun_loop_ends_on_the_hand_loops_weights(tmp_path):
+    """The overhead benchmark's premise: same start, same batches, deterministic -> the very same
+    weights as the minimal hand-written loop (dlrun adds bookkeeping, not different arithmetic)."""
+    res = load_run().same_weights(tmp_path, ["data.fraction=0.3"], epochs=1)
+    assert res["equal"] and res["max_abs_weight_diff"] == 0.0
