@@ -1,12 +1,32 @@
-"""Pictures of a run: learning curves and the inputs exactly as the net receives them."""
+"""Pictures of a run: learning curves, the inputs exactly as the net receives them, the confusion
+matrix and the highest losses. Each is one PIL image (dlrunner.canvas), drawn in milliseconds."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+
+from dlrunner import canvas
+from dlrunner.canvas import BLACK, GREY, Box, Chart, Series
+
+HEADER = 26  # px above the panels for the picture's title
+TITLE = 16  # px above each panel for its own title
+
+
+@dataclass
+class Picture:
+    """A written picture and where its panels are (tests read the pixels inside `boxes`)."""
+
+    path: Path
+    titles: list[str] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
 
 
 def _plt():
+    """matplotlib's pyplot for the occasional figures (lr_finder.png, importance.png, compare.png)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
@@ -15,109 +35,165 @@ def _plt():
     return plt
 
 
-def _draw(ax, sample: torch.Tensor, modality: str, lo: float, hi: float, labelsize: int) -> None:
-    """One sample in one panel: an image (grey on the batch's range; RGB stretched to [0, 1] when it
-    is not already there), or a sequence as one line per channel."""
-    if modality == "image":
-        if sample.shape[0] == 3:
-            img = sample.permute(1, 2, 0)
-            if float(img.min()) < 0 or float(img.max()) > 1:
-                img = (img - img.min()) / (img.max() - img.min() + 1e-12)
-            ax.imshow(img.numpy())
-        else:
-            ax.imshow(sample[0].numpy(), cmap="gray", vmin=lo, vmax=hi)
-        return
-    ax.axis("on")
-    for c in range(sample.shape[0]):
-        ax.plot(sample[c].numpy(), lw=1)
-    ax.set_ylim(lo, hi)
-    ax.tick_params(labelsize=labelsize)
+def _unit_images(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 3, H, W) in [0, 1]: grey images on the batch's range, RGB ones stretched
+    per image when not already in [0, 1]."""
+    if x.shape[1] == 3:
+        if float(x.min()) < 0 or float(x.max()) > 1:
+            flat = x.flatten(1)
+            mn, mx = flat.min(1).values.view(-1, 1, 1, 1), flat.max(1).values.view(-1, 1, 1, 1)
+            x = (x - mn) / (mx - mn + 1e-12)
+        return x.clamp(0, 1)
+    grey = ((x[:, :1] - lo) / ((hi - lo) or 1.0)).clamp(0, 1)
+    return grey.expand(-1, 3, -1, -1)
 
 
-def curves(history: list[dict], path: str | Path) -> Path:
-    """Train and val loss and accuracy per epoch; the LR on a second axis."""
-    plt = _plt()
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "acc")):
-        for split, style in (("train", "-"), ("val", "--")):
-            key = f"{split}/{metric}"
-            if any(key in r for r in history):
-                ax.plot(epochs, [r.get(key, float("nan")) for r in history], style, marker="o", ms=3, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="center left")
-    lr_ax = axes[0].twinx()
-    lr_ax.plot(epochs, [r["lr"] for r in history], color="grey", alpha=0.5, lw=1)
-    lr_ax.set_ylabel("lr", color="grey")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+def _image_grid(x: torch.Tensor, titles: list[str], cols: int, lo: float, hi: float,
+                header: str) -> tuple:
+    """Tiles of images, each under its title, on one canvas: nearest-upscaled so that small images
+    stay sharp. (torchvision's make_grid would do the tiling, but importing torchvision costs more
+    than the whole picture on a job that does not otherwise use it.)"""
+    side = max(x.shape[-2:])
+    scale = max(1, math.ceil(64 / side)) if side < 64 else 1
+    img = _unit_images(x, lo, hi)
+    if scale > 1:
+        img = F.interpolate(img, scale_factor=scale, mode="nearest")
+    elif side > 128:
+        img = F.interpolate(img, size=(128 * img.shape[-2] // side, 128 * img.shape[-1] // side),
+                            mode="bilinear", antialias=True, align_corners=False)
+    h, w = img.shape[-2:]
+    cell_w, pad = max(w, 72), 6  # room for a title wider than a small image
+    rows = max(1, math.ceil(len(img) / cols))
+    grid = torch.ones(3, pad + rows * (TITLE + h + pad), pad + cols * (cell_w + pad))
+    boxes = []
+    for i in range(len(img)):
+        r, c = divmod(i, cols)
+        left, top = pad + c * (cell_w + pad) + (cell_w - w) // 2, pad + r * (TITLE + h + pad) + TITLE
+        grid[:, top:top + h, left:left + w] = img[i]
+        boxes.append((left, top + HEADER, left + w, top + HEADER + h))
+    arr = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    from PIL import Image
+
+    tiles = Image.fromarray(arr)
+    pic, draw = canvas.blank(max(tiles.width, 300), tiles.height + HEADER)
+    pic.paste(tiles, (0, HEADER))
+    canvas.centered(draw, (pic.width / 2, HEADER / 2), header, 11)
+    for (left, top, right, _), t in zip(boxes, titles):
+        canvas.centered(draw, ((left + right) / 2, top - TITLE / 2), t, 10)
+    return pic, draw, boxes
+
+
+def _sequence_grid(x: torch.Tensor, titles: list[str], cols: int, lo: float, hi: float,
+                   header: str) -> tuple:
+    """One small line chart per sample (a line per channel) on a shared y range."""
+    cw, ch, pad = 180, 110, 8
+    rows = max(1, math.ceil(len(x) / cols))
+    pic, draw = canvas.blank(cols * (cw + pad) + pad, HEADER + rows * (ch + TITLE + pad) + pad)
+    canvas.centered(draw, (pic.width / 2, HEADER / 2), header, 11)
+    boxes = []
+    steps = list(range(x.shape[-1]))
+    for i, t in enumerate(titles):
+        r, c = divmod(i, cols)
+        left, top = pad + c * (cw + pad), HEADER + pad + r * (ch + TITLE + pad)
+        box = (left + 4, top + TITLE, left + cw - 4, top + TITLE + ch)
+        canvas.centered(draw, (left + cw / 2, top + TITLE / 2), t, 10)
+        series = [Series(steps, x[i, k].tolist(), color=canvas.PALETTE[k % 6], markers=False)
+                  for k in range(x.shape[1])]
+        canvas._plot(draw, box, series, (0, max(1, len(steps) - 1)), (lo, hi))
+        draw.rectangle(box, outline=GREY)
+        boxes.append(box)
+    return pic, draw, boxes
+
+
+def _panels(x: torch.Tensor, titles: list[str], modality: str, cols: int, header: str) -> Picture:
+    lo, hi = float(x.min()), float(x.max())
+    grid = _image_grid if modality == "image" else _sequence_grid
+    pic, _, boxes = grid(x, titles, cols, lo, hi, header)
+    return Picture(pic, titles, boxes)
 
 
 def samples(x: torch.Tensor, y: torch.Tensor, class_names: list[str], modality: str, path: str | Path,
-            limit: int = 32) -> Path:
+            limit: int = 32) -> Picture:
     """A grid of one training batch with labels: the tensors the model receives (normalized,
     augmented), so a wrong crop, scale or label shows up here first."""
-    plt = _plt()
     x, y = x[:limit].detach().float().cpu(), y[:limit].cpu()
-    lo, hi = float(x.min()), float(x.max())
+    titles = [class_names[int(c)] for c in y]
+    header = f"inputs as the net sees them: shape {tuple(x.shape[1:])}, range [{float(x.min()):.2f}, {float(x.max()):.2f}]"
     if modality == "tabular":
-        fig, ax = plt.subplots(figsize=(min(12, 2 + 0.3 * x.shape[1]), 2 + 0.25 * len(x)))
-        im = ax.imshow(x.numpy(), aspect="auto", cmap="coolwarm")
-        ax.set_yticks(range(len(y)), [class_names[int(c)] for c in y], fontsize=6)
-        ax.set_xlabel("feature")
-        fig.colorbar(im, ax=ax)
-    else:
-        cols = 8
-        rows = (len(x) + cols - 1) // cols
-        fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2 * rows), squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if i >= len(x):
-                continue
-            _draw(ax, x[i], modality, lo, hi, labelsize=5)
-            ax.set_title(class_names[int(y[i])], fontsize=8)
-    fig.suptitle(f"inputs as the net sees them: shape {tuple(x.shape[1:])}, range [{lo:.2f}, {hi:.2f}]", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return Path(path)
+        return _heatmap(x, titles, header, path)
+    pic = _panels(x, titles, modality, 8, header)
+    return Picture(canvas.save(pic.path, path), pic.titles, pic.boxes)
 
 
-def confusion(matrix, class_names: list[str], path: str | Path) -> Path:
+def _heatmap(x: torch.Tensor, row_labels: list[str], header: str, path: str | Path) -> Picture:
+    """Tabular samples: one row per sample, one cell per feature, blue (low) to red (high)."""
+    cell, left = 12, 90
+    n, f = x.shape
+    pic, draw = canvas.blank(max(360, left + f * cell + 20), HEADER + n * cell + 30)
+    canvas.centered(draw, (pic.width / 2, HEADER / 2), header, 11)
+    scale = float(x.abs().max()) or 1.0
+    boxes = []
+    for i in range(n):
+        top = HEADER + i * cell
+        draw.text((left - 6, top + cell / 2), row_labels[i][:14], fill=BLACK, font=canvas.font(9), anchor="rm")
+        for j in range(f):
+            draw.rectangle([left + j * cell, top, left + (j + 1) * cell - 1, top + cell - 1],
+                           fill=canvas.diverging(float(x[i, j]) / scale))
+        boxes.append((left, top, left + f * cell, top + cell))
+    canvas.centered(draw, (left + f * cell / 2, HEADER + n * cell + 15), "feature", 10)
+    return Picture(canvas.save(pic, path), row_labels, boxes)
+
+
+def curves(history: list[dict], path: str | Path) -> Picture:
+    """Train and val loss and accuracy per epoch; the LR on a second axis of the loss chart."""
+    epochs = [float(r["epoch"]) for r in history]
+    pic, draw = canvas.blank(1000, 400)
+    charts = []
+    for i, metric in enumerate(("loss", "acc")):
+        series = [Series(epochs, [float(r.get(f"{split}/{metric}", float("nan"))) for r in history],
+                         f"{split}/{metric}", canvas.PALETTE[k], dashed=split == "val")
+                  for k, split in enumerate(("train", "val")) if any(f"{split}/{metric}" in r for r in history)]
+        left = 70 + i * 500
+        c = Chart((left, 20, left + 360, 340), series, "epoch", metric)
+        if metric == "loss":
+            c.right, c.right_label = [Series(epochs, [float(r["lr"]) for r in history], color=GREY,
+                                             markers=False)], "lr"
+        canvas.chart(draw, c)
+        charts.append(c.box)
+    return Picture(canvas.save(pic, path), ["loss", "acc"], charts)
+
+
+def confusion(matrix, class_names: list[str], path: str | Path) -> Picture:
     """Confusion matrix (rows: true class, columns: predicted): colour = share of the row, so a
     rare class's mistakes show as clearly as a common one's; the cells carry the counts."""
-    plt = _plt()
     m = torch.as_tensor(matrix).long().cpu()
     k = len(class_names)
-    rows = m.sum(1, keepdim=True).clamp(min=1)
-    share = (m.double() / rows).numpy()
-    side = min(20, 2.5 + 0.45 * k)
-    fig, ax = plt.subplots(figsize=(side + 1, side))
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(k) if k <= 50 else range(0, k, max(1, k // 25))
-    fs = 8 if k <= 20 else 5
-    ax.set_xticks(list(ticks), [class_names[i] for i in ticks], rotation=90 if k > 10 else 0, fontsize=fs)
-    ax.set_yticks(list(ticks), [class_names[i] for i in ticks], fontsize=fs)
-    if k <= 30:  # beyond that the numbers would not fit in the cells
-        for t in range(k):
-            for p in range(k):
-                if m[t, p]:
-                    ax.text(p, t, str(int(m[t, p])), ha="center", va="center", fontsize=fs,
-                            color="white" if share[t, p] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    share = m.double() / m.sum(1, keepdim=True).clamp(min=1)
+    cell = int(min(48, max(10, 640 // max(k, 1))))
+    label_w = min(120, 12 + 7 * max((len(n) for n in class_names), default=1))
+    left, top = label_w + 30, 40
+    pic, draw = canvas.blank(max(560, left + k * cell + 30), top + k * cell + label_w + 30)
     acc = float(m.diag().sum()) / max(1, int(m.sum()))
-    ax.set_title(f"confusion matrix: {int(m.sum())} samples, accuracy {acc:.3f} (colour: share of the true class)",
-                 fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    canvas.centered(draw, (pic.width / 2, 18), f"confusion matrix: {int(m.sum())} samples, accuracy {acc:.3f} "
+                    "(colour: share of the true class)", 11)
+    every = 1 if k <= 50 else max(1, k // 25)
+    fs = 10 if k <= 20 else 7
+    for t in range(k):
+        for p in range(k):
+            box = [left + p * cell, top + t * cell, left + (p + 1) * cell - 1, top + (t + 1) * cell - 1]
+            draw.rectangle(box, fill=canvas.colormap(float(share[t, p])))
+            if k <= 30 and m[t, p]:  # beyond that the numbers would not fit in the cells
+                canvas.centered(draw, (box[0] + cell / 2, box[1] + cell / 2), str(int(m[t, p])), fs,
+                                canvas.WHITE if share[t, p] > 0.5 else BLACK)
+    for i in range(0, k, every):
+        name = class_names[i][:16]
+        draw.text((left - 6, top + (i + 0.5) * cell), name, fill=BLACK, font=canvas.font(fs), anchor="rm")
+        draw.text((left + (i + 0.5) * cell, top + k * cell + 6), name, fill=BLACK, font=canvas.font(fs),
+                  anchor="mt" if k <= 10 else "lt")
+    draw.rectangle([left, top, left + k * cell, top + k * cell], outline=BLACK)
+    canvas.centered(draw, (left + k * cell / 2, top + k * cell + label_w // 2 + 20), "predicted", 11)
+    draw.text((12, top + k * cell / 2), "true", fill=BLACK, font=canvas.font(11), anchor="lm")
+    return Picture(canvas.save(pic, path), list(class_names), [(left, top, left + k * cell, top + k * cell)])
 
 
 def _loss_title(row: dict, class_names: list[str]) -> str:
@@ -125,35 +201,34 @@ def _loss_title(row: dict, class_names: list[str]) -> str:
 
 
 def top_losses(x: torch.Tensor, rows: list[dict], class_names: list[str], modality: str, path: str | Path,
-               feature_names: list[str] | None = None) -> Path:
+               feature_names: list[str] | None = None) -> Picture:
     """The samples with the highest loss, each titled true/pred/prob/loss (prob: of the predicted
     class). `x`: their inputs before normalization, in the order of `rows`; images are drawn as
     images, sequences as line plots, tabular samples as a table of feature values."""
-    plt = _plt()
     x = x.detach().float().cpu()
     titles = [_loss_title(r, class_names) for r in rows]
+    header = "highest losses (title: true/pred/prob/loss; prob of the predicted class)"
     if modality == "tabular":
-        feats = list(feature_names or [f"f{i}" for i in range(x.shape[1])])[:40]
-        cells = [[f"{float(v):.3g}" for v in x[:, j]] for j in range(len(feats))]
-        fig, ax = plt.subplots(figsize=(min(24, 2.5 + 1.3 * len(rows)), 1.2 + 0.25 * (len(feats) + 1)))
-        ax.axis("off")
-        table = ax.table(cellText=cells, rowLabels=[f[:24] for f in feats], colLabels=titles, loc="center")
-        table.auto_set_font_size(False)
-        table.set_fontsize(6)
-    else:
-        cols = 4
-        nrows = (len(rows) + cols - 1) // cols
-        fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 3 * nrows), squeeze=False)
-        lo, hi = float(x.min()), float(x.max())
-        for i, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if i >= len(rows):
-                continue
-            _draw(ax, x[i], modality, lo, hi, labelsize=6)
-            ax.set_title(titles[i], fontsize=9)
-    fig.suptitle("highest losses (title: true/pred/prob/loss; prob of the predicted class)", fontsize=10)
-    if modality != "tabular":  # fixed margins: tight_layout over 16 panels costs more than the drawing
-        fig.subplots_adjust(left=0.04, right=0.98, bottom=0.04, top=0.92, wspace=0.25, hspace=0.35)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return Path(path)
+        return _table(x, titles, list(feature_names or [f"f{i}" for i in range(x.shape[1])]), header, path)
+    pic = _panels(x, titles, modality, 4, header)
+    return Picture(canvas.save(pic.path, path), pic.titles, pic.boxes)
+
+
+def _table(x: torch.Tensor, titles: list[str], features: list[str], header: str, path: str | Path) -> Picture:
+    """Tabular samples as columns of feature values under their titles (at most 40 features)."""
+    feats = features[:40]
+    row_h, label_w, col_w = 15, 150, 104
+    pic, draw = canvas.blank(label_w + col_w * len(titles) + 10, HEADER + row_h * (len(feats) + 1) + 10)
+    canvas.centered(draw, (pic.width / 2, HEADER / 2), header, 11)
+    boxes = []
+    for c, t in enumerate(titles):
+        left = label_w + c * col_w
+        canvas.centered(draw, (left + col_w / 2, HEADER + row_h / 2), t, 8)
+        for j in range(len(feats)):
+            canvas.centered(draw, (left + col_w / 2, HEADER + row_h * (j + 1.5)), f"{float(x[c, j]):.3g}", 9)
+        boxes.append((left, HEADER, left + col_w, HEADER + row_h * (len(feats) + 1)))
+    for j, name in enumerate(feats):
+        draw.text((label_w - 6, HEADER + row_h * (j + 1.5)), name[:24], fill=BLACK, font=canvas.font(9), anchor="rm")
+    for j in range(len(feats) + 2):
+        draw.line([(label_w, HEADER + row_h * j), (pic.width - 10, HEADER + row_h * j)], fill=canvas.LIGHT)
+    return Picture(canvas.save(pic, path), titles, boxes)

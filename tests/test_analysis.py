@@ -140,19 +140,17 @@ def test_plots_for_every_modality(make_cfg, tmp_path, overrides):
         assert float(raw.min()) >= -1e-5 and float(raw.max()) <= 1 + 1e-5
 
 
-def test_top_losses_plot_draws_one_panel_per_sample(tmp_path, monkeypatch):
-    drawn = {}
-    plt = plots._plt()
-    real_savefig = plt.Figure.savefig
-
-    def spy(fig, path, **kw):
-        drawn["titles"] = [ax.get_title() for ax in fig.axes if ax.get_title()]
-        return real_savefig(fig, path, **kw)
-    monkeypatch.setattr(plt.Figure, "savefig", spy)
+def test_top_losses_plot_draws_one_panel_per_sample(tmp_path):
     rows = [{"index": i, "true": i % 3, "pred": (i + 1) % 3, "prob": 0.5, "true_prob": 0.1, "loss": 2.3 - i / 10}
             for i in range(5)]
-    plots.top_losses(torch.rand(5, 1, 40), rows, ["a", "b", "c"], "sequence", tmp_path / "t.png")
-    assert drawn["titles"] == [f"{'abc'[i % 3]}/{'abc'[(i + 1) % 3]}/0.50/{2.3 - i / 10:.2f}" for i in range(5)]
+    pic = plots.top_losses(torch.rand(5, 1, 40), rows, ["a", "b", "c"], "sequence", tmp_path / "t.png")
+    assert pic.titles == [f"{'abc'[i % 3]}/{'abc'[(i + 1) % 3]}/0.50/{2.3 - i / 10:.2f}" for i in range(5)]
+    with Image.open(tmp_path / "t.png") as img:
+        px = np.asarray(img.convert("RGB"))
+    assert len(pic.boxes) == 5
+    for left, top, right, bottom in pic.boxes:  # every panel holds its line: coloured pixels inside
+        inside = px[top + 2:bottom - 2, left + 2:right - 2]
+        assert ((inside[..., 2] > 100) & (inside[..., 0] < 100)).sum() > 20
 
 
 def test_failed_analysis_warns_and_the_run_completes(make_cfg, tmp_path, monkeypatch, capsys):
