@@ -115,26 +115,33 @@ def summary_entries(a: Analysis) -> dict[str, Any]:
             "per_class": a.per_class}
 
 
+Draw = Callable[..., None]  # draw(key, plot_function, *args): now, in the background (Painter.submit) or not at all
+
+
+def _draw_now(key: str, fn: Callable[..., Any], *args: Any) -> None:
+    fn(*args)
+
+
 def report(job: Job, run_dir: Path, split: str = "val", n: int = TOP_LOSSES,
-           scored: Scored | None = None) -> tuple[Analysis, dict[str, Any]]:
-    """Analyze a split and write confusion.png and top_losses.png into run_dir."""
+           scored: Scored | None = None, draw: Draw = _draw_now) -> tuple[Analysis, dict[str, Any]]:
+    """Analyze a split and write confusion.png and top_losses.png into run_dir (through `draw`)."""
     a = analyze(job, split, n, scored)
-    plots.confusion(a.matrix, a.class_names, Path(run_dir) / "confusion.png")
+    draw("confusion", plots.confusion, a.matrix, a.class_names, Path(run_dir) / "confusion.png")
     if a.top:
         idx = [r["index"] for r in a.top]
         data = job.data
         x = raw_inputs(split_inputs(data.val if split == "val" else data.test, idx), data.mean, data.std)
-        plots.top_losses(x, a.top, a.class_names, data.modality, Path(run_dir) / "top_losses.png",
-                         feature_names=data.extra.get("features") or None)
+        draw("top_losses", plots.top_losses, x, a.top, a.class_names, data.modality,
+             Path(run_dir) / "top_losses.png", data.extra.get("features") or None)
     return a, summary_entries(a)
 
 
 def after_training(job: Job, run_dir: Path, warn: Callable[[str], None], split: str = "val",
-                   scored: Scored | None = None) -> dict[str, Any]:
+                   scored: Scored | None = None, draw: Draw = _draw_now) -> dict[str, Any]:
     """runner.finish's hook: the report's summary entries, or {} with one warning line when the
     analysis fails (the run itself is already saved and must not be lost to a plotting error)."""
     try:
-        return report(job, run_dir, split, scored=scored)[1]
+        return report(job, run_dir, split, scored=scored, draw=draw)[1]
     except Exception as e:  # noqa: BLE001 - any failure here is reported, never raised
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         warn(f"error analysis skipped ({type(e).__name__}: {first[:160]})")

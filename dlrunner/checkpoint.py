@@ -106,17 +106,21 @@ class Checkpointer:
         self.last_write = time.monotonic()
         self.pending: dict | None = None  # newest epoch-end state not yet on disk
         self.best: dict | None = None  # best state not yet on disk
+        self.seconds = 0.0  # spent copying and writing states (summary.json timings)
 
     def epoch_end(self, state: dict, improved: bool) -> None:
+        t0 = time.perf_counter()
         due = time.monotonic() - self.last_write >= self.interval
         state = state if due else snapshot(state)  # written now: no copy needed
         self.pending = state
         if improved:
             self.best = state
+        self.seconds += time.perf_counter() - t0
         if due:
             self.flush()
 
     def flush(self) -> None:
+        t0 = time.perf_counter()
         if self.pending is not None:
             save(self.pending, self.folder / "last.pt")
             if self.best is self.pending:
@@ -125,15 +129,20 @@ class Checkpointer:
                 save(self.best, self.folder / "best.pt")
         self.pending = self.best = None
         self.last_write = time.monotonic()
+        self.seconds += time.perf_counter() - t0
 
     def save_now(self, state: dict) -> None:
         """Flush what is pending (best.pt), then write this state (e.g. mid-epoch) as last.pt."""
         self.flush()
+        t0 = time.perf_counter()
         save(state, self.folder / "last.pt")
+        self.seconds += time.perf_counter() - t0
 
 
 class Discard:
     """The Checkpointer of ranks 1..N-1 of a data-parallel run: rank 0 alone writes."""
+
+    seconds = 0.0
 
     def epoch_end(self, state: dict, improved: bool) -> None:
         pass

@@ -10,6 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dlrunner import fasthelp
 from dlrunner.console import Reporter
 from dlrunner.errors import DlrunError, TrainingDiverged
 from dlrunner.rundir import register_resolvers
@@ -91,6 +92,8 @@ def main() -> None:
     if os.getcwd() not in sys.path:  # a user's own `_target_` module in the current folder
         sys.path.insert(0, os.getcwd())
     register_resolvers()
+    if any(a in fasthelp.HELP_FLAGS for a in sys.argv[1:]):
+        fasthelp.share_group_listing()
     warnings.formatwarning = lambda msg, category, *args, **kw: f"warning: {msg}\n"  # one line, no source
     # an importance sweep resumes in the folder it is given (hydra.sweep.dir=DIR), so that one is kept as is
     resumable = any(a.split("=", 1)[0] == "sweep" for a in sys.argv[1:])

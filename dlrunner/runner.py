@@ -18,9 +18,11 @@ from dlrunner.errors import DlrunError, TrainingDiverged
 from dlrunner.loggers import Loggers, build_loggers
 from dlrunner.loop import Meter, NonFiniteLoss, Throughput, TrainState, evaluate, train_epoch
 from dlrunner.oom import OOMGuard
+from dlrunner.painter import Painter
+from dlrunner.timing import Timings
 from dlrunner.verdict import final_verdict, fit_verdict
 
-IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test",
+IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "plots", "out_dir", "checkpoint_interval", "eval_test",
                       "logger", "dir", "sort", "csv", "input", "format", "doctor", "climb",
                       "trainer")  # the device count: data.batch_size is global, so a run resumes on any count
 
@@ -81,7 +83,7 @@ def config_key(cfg: DictConfig) -> str:
     final = d.get("mode") == "final"
     for k in IGNORED_FOR_RESUME:
         d.pop(k, None)
-    for k in ("on_device", "num_workers"):  # where batches come from, not what they hold
+    for k in ("on_device", "num_workers", "root"):  # where batches come from, not what they hold
         (d.get("data") or {}).pop(k, None)
     if final:
         d["mode"] = "final"
@@ -143,7 +145,7 @@ def find_resume(cfg: DictConfig, run_dir: Path, key: str, out: Reporter) -> Path
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float:
     """Train the configured job in run_dir and return the best value of cfg.optimized_metric.
     mode=final: train on train+val without validation, then score the test split once (final.py)."""
-    t_start = time.time()
+    t_start, timings = time.time(), Timings()
     world = distributed.current()
     final = cfg.mode == "final"
     device = pick_device(distributed.pick_device(str(cfg.device), world))
@@ -171,6 +173,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
         ckdir.mkdir(parents=True, exist_ok=True)
         (ckdir / "config_key.txt").write_text(key)
     state, meter, sample = TrainState(), Meter(device), None
+    painter = Painter(out.warn)
     if ckpt:
         meter = restore(job, ckpt, state)
         if not world.main:  # the saved partial-epoch sums are all ranks' together: counted once, on rank 0
@@ -181,7 +184,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
         out.info(f"resumed from {resume_path} at epoch {state.epoch + 1}, batch {state.batch}")
     else:
         if world.main:
-            sample = draw_samples(job, run_dir)
+            sample = first_batch(job)
+            if cfg.plots == "all":
+                painter.submit("samples", plots.samples, *sample, job.data.class_names, job.data.modality,
+                               run_dir / "samples.png")
         job.tricks.before_fit(run_dir)
     n_params = sum(p.numel() for p in job.base_model.parameters())
     n_train = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
@@ -198,38 +204,41 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
                       resume_path.parent.parent.resolve() if resume_path else None)
     # out-of-memory recovery in one process (several would have to agree on it: not yet)
     oom = OOMGuard(device, out.warn) if not world.active else None
+    timings.add("build", time.perf_counter() - timings.start)
+    t_loop = time.perf_counter()
+
+    def close(status: str, extra: dict | None = None) -> float:
+        """One way out for completed, interrupted, diverged and crashed runs: checkpoints on disk,
+        then (rank 0) the pictures, analysis and summary.json."""
+        timings.add("epochs", time.perf_counter() - t_loop - saver.seconds)  # the loop, less its checkpoint writes
+        saver.flush()
+        timings.add("checkpoints", saver.seconds)
+        if not world.main:
+            return float(state.best) if state.best is not None else float("nan")
+        return finish(cfg, job, state, run_dir, t_start, status, resume_path, n_params, out, loggers,
+                      extra={**(extra or {}), **run_extras(world, device, state, oom, job)},
+                      timings=timings, painter=painter)
+
     # ranks agree on a stop every step on a CPU (cheap), every log_every steps on a GPU (a sync)
     with StopSignal(world, device, 1 if device.type == "cpu" else int(cfg.log_every)) as stop:
         try:
-            run_epochs(cfg, job, state, meter, stop, saver, run_dir, out, loggers, oom)
+            run_epochs(cfg, job, state, meter, stop, saver, run_dir, out, loggers, oom, painter=painter)
         except Interrupted as e:
             saver.flush()  # an interrupt between epochs: the finished epoch's state is still pending
             out.info(f"{e}: checkpoint saved at epoch {state.epoch + 1}, batch {state.batch} -> "
                      f"{ckdir / 'last.pt'}; continue with `dlrun <same overrides> resume=auto`")
-            if world.main:
-                finish(cfg, job, state, run_dir, t_start, "interrupted", resume_path, n_params, out, loggers,
-                       extra=run_extras(world, device, state, oom, job))
+            close("interrupted")
             raise
         except NonFiniteLoss as e:  # stop at the first NaN/Inf, name where it came from, keep the good checkpoint
             saver.flush()
-            report = diverged(job, state, e, ckdir, out)
-            if world.main:
-                finish(cfg, job, state, run_dir, t_start, "diverged", resume_path, n_params, out, loggers,
-                       extra={"nonfinite": report, **run_extras(world, device, state, oom, job)})
+            close("diverged", {"nonfinite": diverged(job, state, e, ckdir, out)})
             raise TrainingDiverged(f"training stopped: non-finite loss at epoch {state.epoch + 1}, step {e.step}; "
                                    f"details in {run_dir / 'summary.json'}") from None
         except Exception:  # keep the last finished epoch on disk, record the failure, show the error
-            saver.flush()
-            if world.main:
-                finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out, loggers,
-                       extra=run_extras(world, device, state, oom, job))
+            close("failed")
             raise
     job.tricks.on_train_end()
-    saver.flush()
-    if not world.main:
-        return float(state.best) if state.best is not None else float("nan")
-    extra = run_extras(world, device, state, oom, job)
-    return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out, loggers, extra=extra)
+    return close("completed")
 
 
 def run_extras(world: distributed.World, device: torch.device, state: TrainState, oom: OOMGuard | None,
@@ -257,22 +266,23 @@ def distributed_report(world: distributed.World, device: torch.device, state: Tr
     return {"world_size": world.size, "backend": backend, "device": str(device), "samples_per_epoch": state.seen}
 
 
-def draw_samples(job: Job, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """samples.png from the first training batch (the whole batch, not one rank's slice)."""
+def first_batch(job: Job, limit: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first training batch as the network receives it (the whole batch, not one rank's slice),
+    on the CPU, for samples.png and the loggers."""
     with torch.random.fork_rng(devices=[]):  # the picture must not shift the training RNG stream
         batches = job.train.inner if isinstance(job.train, distributed.ShardedBatches) else job.train
         _, (x, y) = next(batches.iterate(0))
         if job.full_model is not None:  # the net trains on cached activations: show its inputs
-            x, y = job.data.train.x[:32], job.data.train.y[:32]
-        plots.samples(x, y, job.data.class_names, job.data.modality, run_dir / "samples.png")
-    return x, y
+            x, y = job.data.train.x[:limit], job.data.train.y[:limit]
+    return x[:limit].detach().float().cpu().clone(), y[:limit].detach().cpu().clone()
 
 
 def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop: StopSignal,
                saver: checkpoint.Checkpointer, run_dir: Path, out: Reporter, loggers: Loggers | None = None,
-               oom: OOMGuard | None = None, config_yaml: str | None = None) -> None:
+               oom: OOMGuard | None = None, config_yaml: str | None = None, painter: Painter | None = None) -> None:
     """Train until cfg.epochs. `config_yaml` (the resolved config every checkpoint carries) is made
-    here unless the caller has it: a caller that trains one epoch per call passes it once."""
+    here unless the caller has it: a caller that trains one epoch per call passes it once.
+    `painter`: with plots=all, curves.png is redrawn in the background after every epoch."""
     metric, lower = cfg.optimized_metric, minimize(cfg.optimized_metric)
     progress = Throughput(int(cfg.log_every), out.step, lambda: max(g["lr"] for g in job.optimizer.param_groups))
     config_yaml = config_yaml or OmegaConf.to_yaml(cfg, resolve=True)  # once: the same in every checkpoint
@@ -310,6 +320,8 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
         saver.epoch_end(payload(job, state, meter, config_yaml), improved)
         if world.main:
             write_metrics(state.history, run_dir / "metrics.csv")
+            if painter is not None and cfg.plots == "all":
+                painter.submit("curves", plots.curves, list(state.history), run_dir / "curves.png")
         if loggers:
             loggers.log_epoch(row, row["epoch"], job.base_model)
         out.epoch_end(row, int(cfg.epochs), improved)
@@ -348,8 +360,21 @@ def diverged(job: Job, state: TrainState, e: NonFiniteLoss, ckdir: Path, out: Re
 
 def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start: float, status: str,
            resumed_from: Path | None, n_params: int, out: Reporter, loggers: Loggers | None = None,
-           extra: dict | None = None) -> float:
-    """Curves, optional test evaluation, summary.json, the final table; returns the optimized metric."""
+           extra: dict | None = None, timings: Timings | None = None, painter: Painter | None = None) -> float:
+    """Pictures, optional test evaluation, error analysis, summary.json (the last write: a folder with
+    one is complete), the final table; returns the optimized metric. Pictures are drawn by `painter`
+    in the background while the rest goes on (now, without one)."""
+    timings = timings or Timings()
+    t_finish = time.perf_counter()
+    plot = cfg.get("plots", "all")
+    draw = (lambda key, fn, *args: None) if plot == "none" else \
+        (painter.submit if painter is not None else (lambda key, fn, *args: fn(*args)))
+    if state.history:
+        draw("curves", plots.curves, list(state.history), run_dir / "curves.png")
+    if plot != "none" and not (run_dir / "samples.png").exists():  # plots=end, or a resumed run
+        draw("samples", plots.samples, *first_batch(job), job.data.class_names, job.data.modality,
+             run_dir / "samples.png")
+    t_analysis = time.perf_counter()
     best_row = next((r for r in state.history if r["epoch"] == state.best_epoch), {})
     final = dict(state.history[-1]) if state.history else {}
     held_out = job.data.val_in_train  # mode=final
@@ -367,10 +392,13 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
             job.tricks.load_state_dict(best["tricks"])  # e.g. averaged weights or snapshots of that epoch
             best_row = {**best_row, **validate_split(job, "test")}
         # confusion matrix, per-class scores, top losses on val (the weights the job holds now)
-        errors = analysis.after_training(job, run_dir, out.warn) if status == "completed" else {}
+        errors = analysis.after_training(job, run_dir, out.warn, draw=draw) if status == "completed" else {}
         verdict = fit_verdict(state.history)
-    if state.history:
-        plots.curves(state.history, run_dir / "curves.png")
+    timings.add("analysis", time.perf_counter() - t_analysis)
+    if painter is not None:
+        painter.wait()  # every picture is on disk before summary.json says the run is complete
+        timings.add("plots", painter.seconds)
+    timings.add("finish", time.perf_counter() - t_finish - timings.parts["analysis"])
     summary = {"status": status, "mode": str(cfg.mode), "fit": verdict, "optimized_metric": cfg.optimized_metric,
                "value": state.best, "best_epoch": state.best_epoch, "epochs_run": len(state.history), "final": final,
                "best": best_row,
@@ -380,7 +408,8 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
                "device": str(job.device), "precision": job.precision.name, "threads": torch.get_num_threads(), "wall_time": time.time() - t_start,
                "resumed_from": str(resumed_from) if resumed_from else None, "command": rundir.command_line(),
                "git_sha": rundir.git_sha(), "versions": rundir.versions(), "seed": int(cfg.seed),
-               "tricks": job.tricks.report(), **errors, **(extra or {})}
+               "tricks": job.tricks.report(), **errors, **(extra or {}),
+               "timings": timings.report(background=("plots",))}
     write_json(summary, run_dir / "summary.json")
     if loggers:
         loggers.finish(summary)  # after summary.json and curves.png exist: MLflow keeps them as artifacts

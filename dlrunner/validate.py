@@ -10,6 +10,7 @@ from dlrunner.errors import DlrunError
 MODES = ("train", "eval", "lr_find", "doctor", "compare", "predict", "export", "climb", "final")
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+PLOTS = ("all", "end", "none")
 EXPORT_FORMATS = ("torchscript", "onnx", "safetensors")  # mode=export; dlrunner.export.FORMATS has their files
 
 
@@ -26,6 +27,8 @@ def validate(cfg: DictConfig) -> None:
         raise DlrunError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     if cfg.optimized_metric not in METRICS:
         raise DlrunError(f"optimized_metric must be one of {', '.join(METRICS)}; got {cfg.optimized_metric!r}")
+    if OmegaConf.select(cfg, "plots", default="all") not in PLOTS:
+        raise DlrunError(f"plots must be one of {', '.join(PLOTS)}; got {cfg.plots!r}")
     if int(cfg.log_every) < 1:
         raise DlrunError(f"log_every must be >= 1, got {cfg.log_every}")
     if float(cfg.checkpoint_interval) < 0:

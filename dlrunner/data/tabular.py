@@ -7,18 +7,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dlrunner.data.cache import cached, package_version
 from dlrunner.data.core import DataBundle, check_knobs, from_tensors
 from dlrunner.errors import DlrunError
 
 BUNDLED = ("wine", "breast_cancer")
 
 
-def _bundled(name: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+def _load_bundled(name: str) -> dict:
     from sklearn import datasets
 
     d = getattr(datasets, f"load_{name}")()
-    features = [str(f) for f in d.feature_names]  # recorded so a CSV can be matched to them at predict time
-    return d.data.astype(np.float32), d.target.astype(np.int64), [str(n) for n in d.target_names], features
+    return {"x": torch.from_numpy(d.data.astype(np.float32)), "y": torch.from_numpy(d.target.astype(np.int64)),
+            "classes": [str(n) for n in d.target_names],
+            "features": [str(f) for f in d.feature_names]}  # recorded so a CSV can be matched at predict time
+
+
+def _bundled(name: str, root: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    key = {"source": f"sklearn.datasets.load_{name}", "scikit-learn": package_version("scikit-learn")}
+    d = cached(root, f"tabular-{name}", key, lambda: _load_bundled(name))
+    return d["x"].numpy(), d["y"].numpy(), d["classes"], d["features"]
 
 
 def _as_float(values: list[str]) -> np.ndarray | None:
@@ -66,7 +74,7 @@ def read_csv(path: str, target: str) -> tuple[np.ndarray, np.ndarray, list[str],
 
 
 def build_tabular(*, name: str = "wine", path: str | None = None, target: str | None = None,
-                  test_fraction: float = 0.15, **knobs) -> DataBundle:
+                  test_fraction: float = 0.15, root: str = "data", **knobs) -> DataBundle:
     check_knobs(fraction=knobs.get("fraction", 1.0), val_fraction=knobs.get("val_fraction", 0.15),
                 batch_size=knobs.get("batch_size", 64), num_workers=knobs.get("num_workers", 0),
                 test_fraction=test_fraction)
@@ -75,7 +83,7 @@ def build_tabular(*, name: str = "wine", path: str | None = None, target: str | 
             raise DlrunError("data.name=csv needs data.path=FILE.csv and data.target=COLUMN")
         x, y, class_names, features = read_csv(path, target)
     elif name in BUNDLED:
-        x, y, class_names, features = _bundled(name)
+        x, y, class_names, features = _bundled(name, root)
     else:
         raise DlrunError(f"data.name must be one of {', '.join(BUNDLED)}, csv; got {name!r}")
     if len(class_names) < 2:
