@@ -31,6 +31,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_data_root(tmp_path_factory):
+    """The runs of a test worker share one prepared-data cache, as a user's runs share ./data."""
+    old = os.environ.get("DLRUN_DATA")
+    os.environ["DLRUN_DATA"] = str(tmp_path_factory.mktemp("data"))
+    yield os.environ["DLRUN_DATA"]
+    if old is None:
+        os.environ.pop("DLRUN_DATA", None)
+    else:
+        os.environ["DLRUN_DATA"] = old
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     """Compose conf/ exactly as `dlrun` does, with overrides, outputs under tmp_path."""
