@@ -5,9 +5,11 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -52,6 +54,23 @@ def call(node: DictConfig | dict, group: str, note: Callable[[str], None] | None
             note(f"{group}: {target.__name__} takes no {', '.join(dropped)}; ignoring them")
         kwargs = {k: v for k, v in kwargs.items() if k in params}
     return functools.partial(target, **kwargs) if partial else target(**kwargs)
+
+
+@contextmanager
+def building(group: str, choice: str | None = None) -> Iterator[None]:
+    """The net under validation: whatever a constructor raises while the job is built (torch's
+    `Dropout(p=1.5)`, a user's own class) becomes one line naming the config group, before any
+    work. HYDRA_FULL_ERROR=1 keeps the traceback."""
+    try:
+        yield
+    except DlrunError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any constructor's error, reported as the group's
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        first = (str(e).strip().splitlines() or [""])[0].strip() or type(e).__name__
+        where = f"{group} ({choice})" if choice else group
+        raise DlrunError(f"{where}: {first[:300]}") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -129,7 +148,8 @@ def load_matching(model: nn.Module, path: str, note: Callable[[str], None]) -> N
 def build_tricks(node: DictConfig, schedule_name: str, precision: str, note: Callable[[str], None]) -> Tricks:
     items = []
     for key, sub in (node or {}).items():
-        t = call(sub, f"trick.{key}", note=note)
+        with building(f"trick.{key}"):
+            t = call(sub, f"trick.{key}", note=note)
         if not isinstance(t, Trick):
             raise DlrunError(f"trick.{key}._target_ must build a dlrunner Trick; got {type(t).__name__}")
         items.append(t)
@@ -216,18 +236,22 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
     """`choices`: Hydra's group selections (which schedule file was picked). `train_on_val`
     (mode=final): train on the union of the train and val splits; the test split is unchanged."""
     choices = choices or {}
+    pick = choices.get
     tricks = build_tricks(cfg.trick, str(choices.get("schedule", "constant")), cfg.precision, note)
     auto_batch = str(OmegaConf.select(cfg, "data.batch_size", default="")) == "auto"
     data_node = cfg.data
     if auto_batch:  # the data builders take a number: a placeholder until the model exists
         data_node = cfg.data.copy()
         data_node.batch_size = 2
-    data = build_data(data_node, note)
+    with building("data", pick("data")):
+        data = build_data(data_node, note)
     if train_on_val:
         data = data.with_val_in_train()
     seed_everything(int(cfg.seed), bool(cfg.deterministic))  # same weights whatever the data source did
-    model = tricks.setup(build_model(cfg.model, data, note).to(device))
-    loss_fn = call(cfg.loss, "loss", note=note)
+    with building("model", pick("model")):
+        model = tricks.setup(build_model(cfg.model, data, note).to(device))
+    with building("loss", pick("loss")):
+        loss_fn = call(cfg.loss, "loss", note=note)
     precision = tricks.first("precision", device) or Precision(PRECISIONS[str(cfg.precision)], device)
     names = {t.name for t in tricks}
     nhwc, torch.backends.cudnn.benchmark = fast_paths(model, data.modality, precision.dtype, device.type, names,
@@ -240,8 +264,9 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
         tricks.items.append(layout)
     if auto_batch:
         data.batch_size = auto_batch_size(model, loss_fn, data, precision, device, note)
-    make_optimizer = call(cfg.optim, "optim", note=note)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
+    with building("optim", pick("optim")):
+        make_optimizer = call(cfg.optim, "optim", note=note)
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
     aug = make_augment(data.modality, data.flip, data.in_shape) if data.augment else None
     on_device = OmegaConf.select(cfg, "data.on_device", default="auto")
     resident, why = place(on_device, [data.train, data.val, data.test], device)
@@ -251,12 +276,16 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
     train = mk(data.train, data.batch_size, shuffle=True, augment=aug)
     val, test = (mk(s, max(data.batch_size, 256), shuffle=False) for s in (data.val, data.test))
     total = int(cfg.epochs) * len(train)
-    configured = call(cfg.schedule, "schedule", note=note)
+    with building("schedule", pick("schedule")):
+        configured = call(cfg.schedule, "schedule", note=note)
 
     def make_schedule(opt: torch.optim.Optimizer):
         owned = tricks.first("schedule", opt, total, len(train))
         return owned if owned is not None else configured(opt, total_steps=total, steps_per_epoch=len(train))
-    job = Job(data, model, loss_fn, optimizer, make_schedule(optimizer), precision, tricks, device, train, val, test,
+    with building("schedule", pick("schedule")):
+        schedule = make_schedule(optimizer)
+    job = Job(data, model, loss_fn, optimizer, schedule, precision, tricks, device, train, val, test,
               int(cfg.epochs), make_optimizer, make_schedule)
-    tricks.bind(job)
+    with building("trick"):
+        tricks.bind(job)
     return job

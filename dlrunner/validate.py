@@ -36,6 +36,16 @@ def validate(cfg: DictConfig) -> None:
     lr = _num(cfg, "optim.lr")
     if lr is not None and not float(lr) > 0:
         raise DlrunError(f"optim.lr must be > 0, got {lr}")
+    for key, low in (("model.width", 1), ("model.depth", 0)):
+        v = _num(cfg, key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise DlrunError(f"{key} must be an integer >= {low}, got {v!r}")
+    drop = _num(cfg, "model.dropout")
+    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop < 1):
+        raise DlrunError(f"model.dropout must be a probability in [0, 1), got {drop!r}")
+    wd = _num(cfg, "optim.weight_decay")
+    if wd is not None and (isinstance(wd, bool) or not isinstance(wd, (int, float)) or not wd >= 0):
+        raise DlrunError(f"optim.weight_decay must be a number >= 0, got {wd!r}")
     frac = _num(cfg, "data.fraction")
     if frac is not None and not 0 < float(frac) <= 1:
         raise DlrunError(f"data.fraction must be in (0, 1], got {frac}")

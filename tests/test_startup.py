@@ -173,3 +173,20 @@ def test_timings_add_up():
     rep = t.report(background=("bg",))
     assert rep["a"] >= 0.02 and rep["bg"] == 5.0
     assert rep["a"] + rep["other"] == pytest.approx(rep["total"], abs=2e-3)
+
+
+@pytest.mark.parametrize("args,line", [
+    (["optim.eps=-1"], "dlrun: error: optim (adamw): Invalid epsilon value: -1"),
+    (["data._target_=numpy.load", "+data.file=missing.npy"], "dlrun: error: data (digits): [Errno 2] No such file"),
+    (["model._target_=torch.nn.Dropout", "+model.p=2.0"], "dlrun: error: model (lenet): dropout probability"),
+])
+def test_a_constructor_error_is_one_line_naming_the_group(dlrun, args, line):
+    """Values only torch's (or a user's) constructor rejects: one line, exit 2, nothing trained."""
+    r = dlrun(*args, "epochs=1")
+    assert r.returncode == 2, r.stderr
+    err = [x for x in r.stderr.splitlines() if x.strip()]
+    assert err[-1].startswith(line) and "Traceback" not in r.stderr
+    assert not list((r.cwd / "outputs").rglob("metrics.csv"))
+    full = subprocess.run([sys.executable, "-m", "dlrunner", *args, "epochs=1"], cwd=r.cwd, capture_output=True,
+                          text=True, env={**dlrun.env, "HYDRA_FULL_ERROR": "1"})
+    assert full.returncode != 0 and "Traceback" in full.stderr

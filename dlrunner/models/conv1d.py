@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dlrunner.errors import DlrunError
+
 from dlrunner.models.init import init_weights
 from dlrunner.models.layers import activation, expect_modality
 
@@ -65,6 +67,8 @@ def build_conv1d(
     The receptive field is 1 + (kernel_size - 1) * (2**depth - 1) steps (31 by default).
     """
     channels, _ = expect_modality(in_shape, "sequence", "conv1d")
+    if kernel_size < 1:  # torch builds a 0-tap conv and fails only in the first forward pass
+        raise DlrunError(f"model.kernel_size must be >= 1, got {kernel_size}")
     blocks = nn.Sequential(
         *(DilatedBlock(width, kernel_size, 2**i, act, bn, dropout) for i in range(depth))
     )
