@@ -179,6 +179,34 @@ def gpu_table(res: dict) -> None:
               f"{x['tflops_per_s']} | {mfu} | {x['peak_mem_gib']} GiB |")
 
 
+def startup_table(res: dict) -> None:
+    st = measured(res, "startup")
+    if st is None:
+        return
+    sm, mr, hp, doc = st["smoke"], st["multirun"], st["help"], st["doctor"]
+    fixed = [j["fixed_s"] for j in mr["jobs"][1:]]
+    t = sm["pairs"][len(sm["pairs"]) // 2]["dlrun_timings"] or {}
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in t.items() if k not in ("total",))
+    print(f"{on(res, 'startup')}\n")
+    print("| what | measured | bar |\n|---|---|---|")
+    print(f"| `dlrun debug=smoke` / `bench/handsmoke.py`, whole processes, {len(sm['pairs'])} alternated pairs | "
+          f"median ratio {sm['median_ratio']:.2f} ({sm['median_dlrun_s']:.1f} s vs {sm['median_hand_s']:.1f} s) | <= 1.0 |")
+    print(f"| fixed cost per job of a {len(mr['jobs'])}-job multirun of the default job at 5 epochs (jobs 2-{len(mr['jobs'])}: "
+          f"span - epochs) | median {mr['median_fixed_s_jobs_2_on']:.2f} s ({', '.join(f'{x:.2f}' for x in fixed)}) | <= 0.3 s |")
+    print(f"| `dlrun --help` (`python -c \"import torch\"`: {hp['import_torch_s']:.2f} s) | {hp['help_s']:.2f} s | <= 1.0 s |")
+    print(f"| `dlrun mode=doctor`, the default job | {doc['median_s']:.1f} s | <= 5 s |")
+    print(f"\nWhere the middle smoke run's time went (`summary.json` `timings`, seconds; `plots` is drawn beside "
+          f"the rest): {parts}.")
+
+
+heading("Start-up and fixed cost",
+        "What a run costs besides its epochs (`bench/startup.py`). `dlrun debug=smoke` against the same job\n"
+        "written by hand (`bench/handsmoke.py`: scikit-learn's digits upsampled and normalized, a quarter of\n"
+        "it, LeNet, AdamW 3e-4, 2 epochs, a saved checkpoint), whole processes alternated after one untimed\n"
+        "run of each; the fixed cost of the jobs of a multirun (each job from its start to the next job's,\n"
+        "less its epochs); `dlrun --help`; the doctor on the default job.",
+        'make bench ARGS="--only startup"')
+startup_table(r)
 heading("Against PyTorch Lightning",
         "The same job under Lightning (`bench/lightning_job.py`): the model with the same initial weights,\n"
         "the same data tensors, batch size, AdamW at 3e-4, fp32, validation every epoch; Lightning with its\n"
