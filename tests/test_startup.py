@@ -190,3 +190,13 @@ def test_a_constructor_error_is_one_line_naming_the_group(dlrun, args, line):
     full = subprocess.run([sys.executable, "-m", "dlrunner", *args, "epochs=1"], cwd=r.cwd, capture_output=True,
                           text=True, env={**dlrun.env, "HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0 and "Traceback" in full.stderr
+
+
+@pytest.mark.slow
+def test_a_run_imports_only_what_it_uses(dlrun):
+    """After the data set is prepared once, the default smoke run imports neither scikit-learn nor
+    matplotlib nor torchvision (its pictures are drawn with PIL, its data read from the cache)."""
+    assert dlrun("debug=smoke", "epochs=1").returncode == 0  # prepares the cache when it is not there
+    r = run_cli(["debug=smoke", "epochs=1"], dlrun.cwd, check_modules=("sklearn", "matplotlib", "torchvision"),
+                env=dlrun.env)
+    assert r.returncode == 0, r.stderr
