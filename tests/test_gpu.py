@@ -21,20 +21,31 @@ def test_smoke_run_on_cuda(make_cfg, tmp_path):
     assert s["device"].startswith("cuda") and s["status"] == "completed"
 
 
-@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-def test_amp_on_cuda_trains_in_low_precision(make_cfg, dtype):
-    if dtype == "bf16" and not torch.cuda.is_bf16_supported():
-        pytest.skip("no bf16 on this GPU")
-    job = build_job(make_cfg("debug=smoke", "device=cuda", "trick=amp", f"trick.amp.dtype={dtype}"), CUDA, print)
-    assert (job.precision.scaler is not None) == (dtype == "fp16")
-    with job.precision.autocast():
-        low = job.model(job.data.val.x[:4].to(CUDA)).dtype
-    assert low == {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+def _smoke_val_drop(make_cfg, *overrides) -> tuple[float, object]:
+    """(val loss before - after 2 smoke epochs, the job) on CUDA from the seed's initial weights."""
+    job = build_job(make_cfg("debug=smoke", "device=cuda", *overrides), CUDA, print)
     before = evaluate(job.model, job.val, job.loss_fn, job.precision)["val/loss"]
     for e in range(2):
         train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision, job.tricks,
                     TrainState(epoch=e), Meter(CUDA), lambda: False, lambda *a: None)
-    assert evaluate(job.model, job.val, job.loss_fn, job.precision)["val/loss"] < 0.8 * before
+    return before - evaluate(job.model, job.val, job.loss_fn, job.precision)["val/loss"], job
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_amp_on_cuda_trains_in_low_precision(make_cfg, dtype):
+    """Mixed precision learns as the fp32 run of the same job does. Reference: on an NVIDIA H200
+    (2026-11-30) 2 smoke epochs took the val loss from 2.34 to 2.09-2.10 under amp (a CPU in fp32:
+    ~10% as well); the bar is the fp32 run's own drop on the same GPU, not a fixed share."""
+    if dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("no bf16 on this GPU")
+    drop, job = _smoke_val_drop(make_cfg, "trick=amp", f"trick.amp.dtype={dtype}")
+    assert (job.precision.scaler is not None) == (dtype == "fp16")
+    with job.precision.autocast():
+        low = job.model(job.data.val.x[:4].to(CUDA)).dtype
+    assert low == {"fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    drop32, _ = _smoke_val_drop(make_cfg)
+    assert drop32 > 0.1  # the reference learns (2.34 -> ~2.1)
+    assert drop > 0.8 * drop32, (drop, drop32)
 
 
 def test_channels_last_on_cuda(make_cfg):
