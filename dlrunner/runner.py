@@ -181,6 +181,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
         else:
             write_json({"resumed_from": str(resume_path.parent.parent.resolve()), "epoch": state.epoch,
                         "batch": state.batch}, run_dir / "resume.json")
+            carry_over(resume_path, ckdir, state.history, run_dir)
         out.info(f"resumed from {resume_path} at epoch {state.epoch + 1}, batch {state.batch}")
     else:
         if world.main:
@@ -212,6 +213,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
         then (rank 0) the pictures, analysis and summary.json."""
         timings.add("epochs", time.perf_counter() - t_loop - saver.seconds)  # the loop, less its checkpoint writes
         saver.flush()
+        if world.main and state.history and not (ckdir / "last.pt").exists():  # resumed with nothing left to train
+            saver.save_now(payload(job, state, meter, OmegaConf.to_yaml(cfg, resolve=True)))
         timings.add("checkpoints", saver.seconds)
         if not world.main:
             return float(state.best) if state.best is not None else float("nan")
@@ -239,6 +242,17 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
             raise
     job.tricks.on_train_end()
     return close("completed")
+
+
+def carry_over(resume_path: Path, ckdir: Path, history: list[dict], run_dir: Path) -> None:
+    """A resumed run's folder holds the whole run from its first moment: the epochs before the
+    interruption in metrics.csv, and best.pt when the best epoch came before it (the resumed part
+    may never beat it)."""
+    if history:
+        write_metrics(history, run_dir / "metrics.csv")
+    old_best = resume_path.parent / "best.pt"
+    if old_best.is_file() and not (ckdir / "best.pt").exists():
+        checkpoint.link(old_best, ckdir / "best.pt")
 
 
 def run_extras(world: distributed.World, device: torch.device, state: TrainState, oom: OOMGuard | None,

@@ -127,3 +127,32 @@ def test_bf16_autocast_on_cpu_trains(make_cfg):
 def test_device_choice():
     assert pick_device("cpu") == CPU
     assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_run_killed_during_its_end_of_run_work_resumes_to_a_complete_folder(make_cfg, tmp_path, monkeypatch):
+    """Killed after its last epoch, before summary.json: resume=auto finds it and writes a complete
+    folder (every epoch in metrics.csv, last.pt and best.pt, the pictures, summary.json) though nothing
+    is left to train: best.pt can only come from the interrupted run (it carries over)."""
+    import json
+    over = ("debug=smoke", "epochs=2", "seed=1", "checkpoint_interval=0")
+    runner.train(make_cfg(*over), tmp_path / "straight", {}, Reporter(live=False))
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # as SIGKILL would stop it: nothing of the end-of-run work is written
+    monkeypatch.setattr(runner, "finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train(make_cfg(*over), tmp_path / "outputs" / "a", {}, Reporter(live=False))
+    monkeypatch.undo()
+    assert not (tmp_path / "outputs" / "a" / "summary.json").exists()
+    b = tmp_path / "outputs" / "b"
+    runner.train(make_cfg(*over, "resume=auto"), b, {}, Reporter(live=False))
+    for f in ("metrics.csv", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt", "curves.png",
+              "samples.png", "confusion.png", "top_losses.png"):
+        assert (b / f).is_file(), f
+    straight = [r.rsplit(",", 1)[0] for r in (tmp_path / "straight" / "metrics.csv").read_text().splitlines()]
+    resumed = [r.rsplit(",", 1)[0] for r in (b / "metrics.csv").read_text().splitlines()]
+    assert resumed == straight
+    s = json.loads((b / "summary.json").read_text())
+    assert s["status"] == "completed" and s["epochs_run"] == 2
+    best = torch.load(b / "checkpoints" / "best.pt", weights_only=True)
+    assert best["state"]["best_epoch"] == json.loads((tmp_path / "straight" / "summary.json").read_text())["best_epoch"]
