@@ -412,6 +412,7 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
     if painter is not None:
         painter.wait()  # every picture is on disk before summary.json says the run is complete
         timings.add("plots", painter.seconds)
+    provenance = {"command": rundir.command_line(), "git_sha": rundir.git_sha(), "versions": rundir.versions()}
     timings.add("finish", time.perf_counter() - t_finish - timings.parts["analysis"])
     summary = {"status": status, "mode": str(cfg.mode), "fit": verdict, "optimized_metric": cfg.optimized_metric,
                "value": state.best, "best_epoch": state.best_epoch, "epochs_run": len(state.history), "final": final,
@@ -420,8 +421,7 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
                                                  "classes": job.data.class_names, "in_shape": job.data.in_shape},
                "model": {"class": type(job.base_model).__name__, "params": n_params},
                "device": str(job.device), "precision": job.precision.name, "threads": torch.get_num_threads(), "wall_time": time.time() - t_start,
-               "resumed_from": str(resumed_from) if resumed_from else None, "command": rundir.command_line(),
-               "git_sha": rundir.git_sha(), "versions": rundir.versions(), "seed": int(cfg.seed),
+               "resumed_from": str(resumed_from) if resumed_from else None, **provenance, "seed": int(cfg.seed),
                "tricks": job.tricks.report(), **errors, **(extra or {}),
                "timings": timings.report(background=("plots",))}
     write_json(summary, run_dir / "summary.json")
