@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -86,3 +88,44 @@ def find_resumable(out_dir: str | Path, config_key: str, exclude: Path | None = 
         if key.is_file() and key.read_text() == config_key:
             found.append((last.stat().st_mtime, run))
     return max(found)[1] if found else None
+
+
+def _holder_alive(held: dict) -> bool:
+    """Whether the process in an owner.json may still be training: its run folder has no
+    summary.json yet and, on this host, its pid is alive (another host's process is assumed alive)."""
+    if not held.get("run_dir") or (Path(held["run_dir"]) / "summary.json").exists():
+        return False
+    if held.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(held.get("pid", -1)), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def claim(run: Path, by: Path) -> None:
+    """Mark the run folder `run` as trained by this process, into `by` (itself, or the folder of a
+    run that resumes it): checkpoints/owner.json, created exclusively. Refuse in one line while
+    another live process holds it, so that two terminals or a requeued job beside the old one do not
+    both continue the same run. A claim whose process has finished or died is replaced."""
+    from dlrunner.errors import DlrunError
+
+    lock = Path(run) / "checkpoints" / "owner.json"
+    if not lock.parent.is_dir():  # a checkpoint file outside a run folder: nothing to mark
+        return
+    info = {"run_dir": str(Path(by).resolve()), "pid": os.getpid(), "host": socket.gethostname()}
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        held = read_json(lock) or {}
+        if held.get("run_dir") != info["run_dir"] and _holder_alive(held):
+            raise DlrunError(f"resume: {run} is still being trained by another process (pid {held.get('pid')} on "
+                             f"{held.get('host')}, into {held.get('run_dir')}); let it finish or stop it first "
+                             f"(if that process is gone, delete {lock})") from None
+        tmp = lock.with_name(f".{lock.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, lock)
+        return
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)

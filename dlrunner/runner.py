@@ -138,8 +138,10 @@ def find_resume(cfg: DictConfig, run_dir: Path, key: str, out: Reporter) -> Path
         found = rundir.find_resumable(cfg.out_dir, key, exclude=run_dir)
         if found is None:
             out.info(f"resume=auto: no unfinished run with this config under {cfg.out_dir}/; starting a new run")
-        return found and checkpoint.resolve(found)
-    return checkpoint.resolve(cfg.resume)
+            return None
+    path = checkpoint.resolve(found if cfg.resume == "auto" else cfg.resume)
+    rundir.claim(path.parent.parent, run_dir)  # one process at a time continues a run
+    return path
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float:
@@ -172,6 +174,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     if world.main:
         ckdir.mkdir(parents=True, exist_ok=True)
         (ckdir / "config_key.txt").write_text(key)
+        rundir.claim(run_dir, run_dir)  # a resume=auto in another terminal must not continue this run meanwhile
     state, meter, sample = TrainState(), Meter(device), None
     painter = Painter(out.warn)
     if ckpt:

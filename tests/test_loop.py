@@ -134,6 +134,8 @@ def test_a_run_killed_during_its_end_of_run_work_resumes_to_a_complete_folder(ma
     folder (every epoch in metrics.csv, last.pt and best.pt, the pictures, summary.json) though nothing
     is left to train: best.pt can only come from the interrupted run (it carries over)."""
     import json
+    import subprocess
+    import sys
     over = ("debug=smoke", "epochs=2", "seed=1", "checkpoint_interval=0")
     runner.train(make_cfg(*over), tmp_path / "straight", {}, Reporter(live=False))
 
@@ -144,6 +146,9 @@ def test_a_run_killed_during_its_end_of_run_work_resumes_to_a_complete_folder(ma
         runner.train(make_cfg(*over), tmp_path / "outputs" / "a", {}, Reporter(live=False))
     monkeypatch.undo()
     assert not (tmp_path / "outputs" / "a" / "summary.json").exists()
+    owner = tmp_path / "outputs" / "a" / "checkpoints" / "owner.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner.write_text(json.dumps({**json.loads(owner.read_text()), "pid": int(dead.stdout)}))  # the killed process
     b = tmp_path / "outputs" / "b"
     runner.train(make_cfg(*over, "resume=auto"), b, {}, Reporter(live=False))
     for f in ("metrics.csv", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt", "curves.png",
@@ -156,3 +161,32 @@ def test_a_run_killed_during_its_end_of_run_work_resumes_to_a_complete_folder(ma
     assert s["status"] == "completed" and s["epochs_run"] == 2
     best = torch.load(b / "checkpoints" / "best.pt", weights_only=True)
     assert best["state"]["best_epoch"] == json.loads((tmp_path / "straight" / "summary.json").read_text())["best_epoch"]
+
+
+def test_a_run_still_being_trained_is_not_resumed_by_a_second_process(make_cfg, tmp_path):
+    """Two terminals: `resume=auto` while the first process still trains the run is refused in one
+    line; once that process is gone, the same command resumes it."""
+    import json
+    import subprocess
+    import sys
+
+    from dlrunner.errors import DlrunError
+    over = ("debug=smoke", "epochs=2", "seed=2")
+    with pytest.raises(KeyboardInterrupt):
+        def stop(*a, **k):
+            raise KeyboardInterrupt
+        import unittest.mock as mock
+        with mock.patch.object(runner, "finish", stop):
+            runner.train(make_cfg(*over), tmp_path / "outputs" / "a", {}, Reporter(live=False))
+    owner = tmp_path / "outputs" / "a" / "checkpoints" / "owner.json"
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner.write_text(json.dumps({**json.loads(owner.read_text()), "pid": alive.pid}))
+        with pytest.raises(DlrunError, match="still being trained by another process"):
+            runner.train(make_cfg(*over, "resume=auto"), tmp_path / "outputs" / "b", {}, Reporter(live=False))
+    finally:
+        alive.kill()
+        alive.wait()
+    runner.train(make_cfg(*over, "resume=auto"), tmp_path / "outputs" / "c", {}, Reporter(live=False))
+    assert json.loads((tmp_path / "outputs" / "c" / "summary.json").read_text())["status"] == "completed"
+    assert json.loads(owner.read_text())["run_dir"] == str((tmp_path / "outputs" / "c").resolve())
