@@ -88,7 +88,18 @@ def _dispatch(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Repo
 
 
 def main() -> None:
-    """Console-script entry point: `dlrun [overrides]`."""
+    """Console-script entry point: `dlrun [overrides]`, then a quick exit (dlrunner.quickexit)."""
+    from dlrunner.quickexit import exit_now
+
+    try:
+        launch()
+    except SystemExit as e:
+        exit_now(e.code)
+    exit_now(0)
+
+
+def launch() -> None:
+    """Parse the command line and run the Hydra app (may raise SystemExit)."""
     if os.getcwd() not in sys.path:  # a user's own `_target_` module in the current folder
         sys.path.insert(0, os.getcwd())
     register_resolvers()

@@ -24,7 +24,7 @@ CPU = torch.device("cpu")
 
 def run_cli(args: list[str], cwd, check_modules=("torch",), env=None) -> subprocess.CompletedProcess:
     """dlrun's entry point in a fresh interpreter; fails if it imported any of `check_modules`."""
-    code = ("import sys\nsys.argv = ['dlrun'] + sys.argv[1:]\nfrom dlrunner.cli import main\n"
+    code = ("import sys\nsys.argv = ['dlrun'] + sys.argv[1:]\nfrom dlrunner.cli import launch as main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             f"loaded = [m for m in {list(check_modules)!r} if m in sys.modules]\n"
             "assert not loaded, f'imported {loaded}'\n")
@@ -200,3 +200,22 @@ def test_a_run_imports_only_what_it_uses(dlrun):
     r = run_cli(["debug=smoke", "epochs=1"], dlrun.cwd, check_modules=("sklearn", "matplotlib", "torchvision"),
                 env=dlrun.env)
     assert r.returncode == 0, r.stderr
+
+
+def test_quick_exit_keeps_what_finalization_promises(tmp_path):
+    """dlrun leaves without module teardown, but other threads are joined, atexit handlers run,
+    buffered output is flushed and the exit status is kept."""
+    code = (
+        "import atexit, pathlib, sys, threading, time\n"
+        "from dlrunner.quickexit import exit_now\n"
+        "d = pathlib.Path(sys.argv[1])\n"
+        "atexit.register(lambda: (d / 'atexit').write_text('ran'))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), (d / 'thread').write_text('done'))).start()\n"
+        "sys.stdout.write('buffered')\n"
+        "exit_now(3)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 3 and r.stdout == "buffered"
+    assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+    r = subprocess.run([sys.executable, "-c", "from dlrunner.quickexit import exit_now; exit_now('bad thing')"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == "bad thing"
