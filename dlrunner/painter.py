@@ -20,21 +20,23 @@ class Painter:
         self._pending: dict[str, tuple[Callable, tuple]] = {}
         self._busy = False
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the worker while it has work
+        self._last: threading.Thread | None = None  # the latest worker, joined by wait()
 
     def submit(self, key: str, fn: Callable[..., Any], *args: Any) -> None:
         with self._cond:
             self._pending[key] = (fn, args)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="dlrun-painter", daemon=True)
+            if self._thread is None:  # the worker ends when it runs out of work: no idle thread per run
+                self._thread = self._last = threading.Thread(target=self._work, name="dlrun-painter", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._pending:
-                    self._cond.wait()
+                if not self._pending:
+                    self._thread = None
+                    self._cond.notify_all()
+                    return
                 key = next(iter(self._pending))
                 fn, args = self._pending.pop(key)
                 self._busy = True
@@ -53,9 +55,11 @@ class Painter:
     def wait(self) -> float:
         """Block until every submitted picture is drawn; warn once per failed one."""
         with self._cond:
-            while self._pending or self._busy:
+            while self._pending or self._busy or self._thread is not None:
                 self._cond.wait()
-            errors, self.errors = self.errors, []
+            errors, self.errors, last = self.errors, [], self._last
+        if last is not None:
+            last.join()  # it has returned or is returning: nothing of it is left when wait() returns
         for err in errors:
             if self.warn:
                 self.warn(f"picture skipped ({err})")

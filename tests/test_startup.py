@@ -161,6 +161,10 @@ def test_painter_draws_in_the_background_keeps_the_newest_and_reports_errors():
     gate.set()
     p.wait()
     assert drawn == ["a1", "b2"]
+    assert not any(t.name == "dlrun-painter" for t in threading.enumerate())  # no idle thread left behind
+    p.submit("d", drawn.append, "d1")  # a later picture starts a new worker
+    p.wait()
+    assert drawn[-1] == "d1"
     assert warnings == ["picture skipped (c: ZeroDivisionError: division by zero)"]
     assert p.seconds > 0
 
