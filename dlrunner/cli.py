@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlrunner import fasthelp
 from dlrunner.console import Reporter
 from dlrunner.errors import DlrunError, TrainingDiverged
-from dlrunner.rundir import register_resolvers
+from dlrunner.rundir import discard_unstarted, register_resolvers
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -43,6 +43,8 @@ def app(cfg: DictConfig) -> float | None:
         print(f"dlrun: error: {e}", file=sys.stderr)
         if _in_importance_sweep(hc):  # the sweeper records the failed trial and goes on
             raise
+        if not isinstance(e, TrainingDiverged) and not hc.mode.name == "MULTIRUN":
+            discard_unstarted(run_dir, cfg.get("out_dir"))  # refused before any work: no half-written run folder
         sys.exit(3 if isinstance(e, TrainingDiverged) else 2)
     except runner.Interrupted as e:
         sys.exit(128 + e.signum)

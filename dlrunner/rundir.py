@@ -129,3 +129,30 @@ def claim(run: Path, by: Path) -> None:
         return
     with os.fdopen(fd, "w") as f:
         json.dump(info, f)
+
+
+HYDRA_ONLY = {".hydra", "dlrun.log"}  # what Hydra writes into a run folder before dlrun starts
+STARTED_ONLY = {"config_key.txt", "owner.json"}  # what a run writes into checkpoints/ before training
+
+
+def discard_unstarted(run_dir: Path, out_dir: str | Path | None = None) -> bool:
+    """Remove a run folder that holds nothing but what was written before the job was refused
+    (Hydra's .hydra/ and log, the run's config key and owner claim), so that bad input leaves no
+    half-written run behind. Anything else in it, and the folder is kept. Folders between it and
+    `out_dir` (outputs/DATE/) that are left empty go too. True when removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return False
+    names = {p.name for p in run_dir.iterdir()}
+    ck = run_dir / "checkpoints"
+    if not names <= HYDRA_ONLY | {"checkpoints"} or (ck.is_dir() and not {p.name for p in ck.iterdir()} <= STARTED_ONLY):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    top = Path(out_dir).resolve() if out_dir is not None else None
+    parent = run_dir.resolve().parent
+    while top is not None and parent != top and top in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+    return True

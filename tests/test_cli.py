@@ -110,7 +110,7 @@ def test_bad_values_fail_before_training_with_one_line(dlrun, args, words):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("dlrun: error:") and words in err[0], r.stderr
     assert "epoch 1/" not in r.stdout
-    assert not list((dlrun.cwd / "outputs").rglob("last.pt"))
+    assert not list((dlrun.cwd / "outputs").rglob(".hydra"))  # no half-written run folder is left
 
 
 def test_unknown_option_lists_the_choices(dlrun):

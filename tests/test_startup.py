@@ -190,7 +190,7 @@ def test_a_constructor_error_is_one_line_naming_the_group(dlrun, args, line):
     assert r.returncode == 2, r.stderr
     err = [x for x in r.stderr.splitlines() if x.strip()]
     assert err[-1].startswith(line) and "Traceback" not in r.stderr
-    assert not list((r.cwd / "outputs").rglob("metrics.csv"))
+    assert not list((r.cwd / "outputs").rglob(".hydra"))  # refused before any work: no run folder left
     full = subprocess.run([sys.executable, "-m", "dlrunner", *args, "epochs=1"], cwd=r.cwd, capture_output=True,
                           text=True, env={**dlrun.env, "HYDRA_FULL_ERROR": "1"})
     assert full.returncode != 0 and "Traceback" in full.stderr
