@@ -34,7 +34,7 @@ def app(cfg: DictConfig) -> float | None:
 
         torch.set_num_threads(int(cfg.sweep.threads_per_trial))
     try:
-        validate(cfg)  # before other processes start: a bad value is reported once
+        validate(cfg, choices)  # before other processes start: a bad value is reported once
         with distributed.session(devices, run_dir, list(hc.overrides.task)) as world:
             if not world.main:
                 out.console.quiet = True  # rank 0 reports

@@ -22,6 +22,10 @@ def onecycle(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch
     momentum (or Adam's beta1) moves the opposite way."""
     if not 0.0 < pct_start < 1.0:
         raise DlrunError(f"onecycle pct_start must be in (0, 1), got {pct_start}")
+    if not (div_factor > 0 and final_div_factor > 0):
+        raise DlrunError(f"onecycle div_factor and final_div_factor must be > 0, got {div_factor} and {final_div_factor}")
+    if not 0 <= base_momentum <= max_momentum < 1:
+        raise DlrunError(f"onecycle needs 0 <= base_momentum <= max_momentum < 1, got {base_momentum} and {max_momentum}")
     # per parameter group, so discriminative LRs keep their ratios: peak_i = max_lr * lr_i / max(lr)
     lrs = [g["lr"] for g in optimizer.param_groups]
     peak = [lr * (max_lr / max(lrs)) for lr in lrs] if max_lr is not None else lrs
@@ -40,6 +44,8 @@ def onecycle(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch
 def cosine(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, eta_min: float = 0.0,
            warmup_epochs: float = 0.0) -> LRScheduler:
     """Linear warm-up, then cosine annealing from lr to eta_min at the last step."""
+    if eta_min < 0 or warmup_epochs < 0:
+        raise DlrunError(f"cosine needs eta_min >= 0 and warmup_epochs >= 0, got {eta_min} and {warmup_epochs}")
     base = optimizer.param_groups[0]["lr"]
     warm = int(warmup_epochs * steps_per_epoch)
     floor = eta_min / base if base > 0 else 0.0
@@ -55,8 +61,8 @@ def cosine(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: 
 def sgdr(optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int, cycle_epochs: float = 5.0,
          cycle_mult: int = 1, eta_min: float = 0.0) -> LRScheduler:
     """SGDR (Loshchilov & Hutter 2017): cosine cycles with warm restarts."""
-    if cycle_epochs <= 0 or int(cycle_mult) < 1:
-        raise DlrunError("sgdr needs cycle_epochs > 0 and an integer cycle_mult >= 1")
+    if cycle_epochs <= 0 or int(cycle_mult) < 1 or eta_min < 0:
+        raise DlrunError("sgdr needs cycle_epochs > 0, an integer cycle_mult >= 1 and eta_min >= 0")
     return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=max(1, int(round(cycle_epochs * steps_per_epoch))), T_mult=int(cycle_mult), eta_min=eta_min)
 

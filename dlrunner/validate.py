@@ -18,7 +18,13 @@ def _num(cfg: DictConfig, key: str):
     return OmegaConf.select(cfg, key, default=None)
 
 
-def validate(cfg: DictConfig) -> None:
+CONF = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("data", "model", "optim", "schedule", "loss")  # single-choice groups whose files declare flags
+
+
+def validate(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
+    """`choices`: Hydra's group selections, to find the files whose true/false keys are checked."""
+    check_flags(cfg, choices or {})
     if cfg.mode not in MODES:
         raise DlrunError(f"mode must be one of {', '.join(MODES)}; got {cfg.mode!r}")
     if not isinstance(cfg.epochs, int) or cfg.epochs < 1:
@@ -40,6 +46,18 @@ def validate(cfg: DictConfig) -> None:
         v = _num(cfg, key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
             raise DlrunError(f"{key} must be an integer >= {low}, got {v!r}")
+    for key in ("model.hidden", "model.heads", "model.ff_mult", "model.blocks"):
+        v = _num(cfg, key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise DlrunError(f"{key} must be an integer >= 1, got {v!r}")
+    split_seed = _num(cfg, "data.split_seed")
+    if split_seed is not None and (isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0):
+        raise DlrunError(f"data.split_seed must be an integer >= 0, got {split_seed!r}")
+    if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int) or cfg.seed < 0:
+        raise DlrunError(f"seed must be an integer >= 0, got {cfg.get('seed')!r}")
+    smooth = _num(cfg, "loss.label_smoothing")
+    if smooth is not None and (isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0 <= smooth < 1):
+        raise DlrunError(f"loss.label_smoothing must be in [0, 1), got {smooth!r}")
     drop = _num(cfg, "model.dropout")
     if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop < 1):
         raise DlrunError(f"model.dropout must be a probability in [0, 1), got {drop!r}")
@@ -101,3 +119,31 @@ def check_devices(cfg: DictConfig, devices) -> None:
     for name in cfg.trick or {}:
         if name in UNSUPPORTED_TRICKS:
             raise DlrunError(f"trick={name} does not support several processes yet; {UNSUPPORTED_TRICKS[name]}")
+
+
+def _flags(node, prefix: str):
+    """(dotted key, ...) of every true/false value in a loaded config file."""
+    for k, v in node.items():
+        if k in ("defaults", "_target_"):
+            continue
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, bool):
+            yield key
+        elif isinstance(v, dict):
+            yield from _flags(v, key)
+
+
+def check_flags(cfg: DictConfig, choices: dict[str, str]) -> None:
+    """Keys that conf/ declares true/false take only true or false: `data.augment=maybe` is an
+    error, not a silently truthy string. The files are conf/ itself: no list of flags to keep."""
+    files = [("", CONF / "config.yaml")]
+    files += [(g, CONF / g / f"{choices[g]}.yaml") for g in GROUPS if choices.get(g)]
+    files += [("trick", CONF / "trick" / f"{name}.yaml") for name in (cfg.get("trick") or {})]
+    for prefix, path in files:
+        if not path.is_file():
+            continue
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        for key in _flags(raw, prefix):
+            value = OmegaConf.select(cfg, key, default=None)
+            if value is not None and not isinstance(value, bool):
+                raise DlrunError(f"{key} must be true or false, got {value!r}")

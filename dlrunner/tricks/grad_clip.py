@@ -17,6 +17,8 @@ class GradClip(Trick):
     def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0):
         if not max_norm > 0:
             raise DlrunError(f"trick.grad_clip.max_norm must be > 0, got {max_norm}")
+        if not float(norm_type) > 0:
+            raise DlrunError(f"trick.grad_clip.norm_type must be > 0 (2 for the L2 norm, inf for the max), got {norm_type}")
         self.max_norm, self.norm_type = float(max_norm), float(norm_type)
         self.clipped = self.steps = None
 
