@@ -88,6 +88,11 @@ def _dispatch(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Repo
 
 def main() -> None:
     """Console-script entry point: `dlrun [overrides]`."""
+    if "--version" in sys.argv[1:]:  # dlrunner's, torch's and CUDA's before Hydra's (dlrunner/version.py)
+        from dlrunner.version import version_text
+
+        print(version_text())
+        return
     if os.getcwd() not in sys.path:  # a user's own `_target_` module in the current folder
         sys.path.insert(0, os.getcwd())
     register_resolvers()
