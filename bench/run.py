@@ -14,6 +14,8 @@
 7. scaling: time per epoch as data.fraction, model.width and data.batch_size double.
 8. gpu: images/s and model FLOP utilization of resnet18 in bf16 + channels_last (+ compile) at batch
    256-1024, data on the device vs through a DataLoader (CUDA only; `skipped` otherwise).
+9. presets: every recipe in conf/experiment/ as its header runs it (bench/presets.py); the figures
+   its header quotes.
 Results go to bench/results/cpu-*.json, or gpu-*.json where CUDA is present.
 """
 from __future__ import annotations
@@ -530,7 +532,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per time-to-accuracy row")
     ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor",
-                                       "lightning", "tta", "scaling", "gpu"], default=None)
+                                       "lightning", "tta", "scaling", "gpu", "presets"], default=None)
+    ap.add_argument("--presets", nargs="*", default=None, help="with --only presets: just these")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
@@ -562,9 +565,15 @@ def main() -> None:
             res["scaling"] = scaling(tmp)
         if args.only in (None, "gpu"):
             res["gpu"] = gpu(tmp)
+        if args.only in (None, "presets"):
+            from presets import presets
+
+            res["presets"] = presets(tmp, args.presets)
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)
+    if args.presets:  # a subset: cpu-presets.json keeps every preset's figures
+        suffix += "-" + "-".join(args.presets)
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"{'gpu' if torch.cuda.is_available() else 'cpu'}-{suffix}.json"
     out.write_text(json.dumps(res, indent=2))
