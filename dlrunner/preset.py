@@ -91,11 +91,14 @@ def check_composes(config_dir: Path, name: str) -> None:
 
     register_resolvers()
     extra = [] if config_dir.resolve() == CONF_DIR.resolve() else [f"hydra.searchpath=[file://{config_dir.resolve()}]"]
+    from dlrunner.validate import validate
+
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose("config", overrides=[f"experiment={name}", *extra])
+            cfg = compose("config", overrides=[f"experiment={name}", *extra])
     except HydraException as e:
         raise DlrunError(f"the preset does not compose: {str(e).strip().splitlines()[0]}") from None
+    validate(cfg)  # the values dlrun checks before any work
 
 
 def save(sweep_dir: Path, name: str, config_dir: Path = CONF_DIR, force: bool = False) -> Path:

@@ -6,6 +6,8 @@ import json
 import os
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,56 @@ def test_header_figures_are_the_bench_measurement(name):
     for metric, shown in pairs:
         assert float(shown) == round(entry[metric], len(shown.split(".")[1])), f"{name}: {metric}"
     assert bench["machine"].split(",")[0] in header(name)["Measured on"]
+
+
+@pytest.mark.slow
+def test_a_sweeps_winner_saved_as_a_preset_reproduces_it(dlrun, tmp_path):
+    """`dlrun-preset SWEEP_DIR NAME --config-dir DIR`, then `dlrun --config-dir DIR experiment=NAME`: the
+    sweep's own overrides and its picks, and the same value as the winning trial (same seed, one thread)."""
+    sw = tmp_path / "sw"
+    job = ["data=tabular", "model=mlp", "epochs=3"]
+    r = dlrun("-m", "sweep=importance", "sweep.budget=4", "sweep.seeds=[0]", "sweep.tiers=[[optim.lr,schedule]]",
+              "sweep.shares=[1.0]", "sweep.threads_per_trial=1", *job, f"hydra.sweep.dir={sw}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    best = json.loads((sw / "importance.json").read_text())["best"]
+    mine = tmp_path / "mine"
+    p = subprocess.run([sys.executable, "-m", "dlrunner.preset", str(sw), "tab", "--config-dir", str(mine)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"wrote {mine / 'experiment' / 'tab.yaml'}; run it: dlrun --config-dir {mine} experiment=tab"
+    text = (mine / "experiment" / "tab.yaml").read_text()
+    assert text.startswith("# @package _global_\n# tab: the importance sweep's pick")
+    assert f"# Reaches: val/acc {best['metric']:.4f} (mean of seeds 0)" in text and "# Measured on: cpu, 1 thread" in text
+    dlrun.env["OMP_NUM_THREADS"] = "1"  # as the sweep's trials ran
+    r = dlrun("--config-dir", str(mine), "experiment=tab", "hydra.run.dir=outputs/again")
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = OmegaConf.load(tmp_path / "outputs" / "again" / ".hydra" / "config.yaml")
+    assert cfg.data._target_.endswith("build_tabular") and cfg.model._target_.endswith("build_mlp") and cfg.epochs == 3
+    for key, value in best["values"].items():  # the picks: a group choice or a value
+        if key == "schedule":
+            assert cfg.schedule._target_.endswith(str(value))
+        else:
+            assert OmegaConf.select(cfg, key) == pytest.approx(float(value))
+    assert r.summary(tmp_path / "outputs" / "again")["value"] == pytest.approx(best["metric"], abs=1e-9)
+
+
+def test_preset_save_refuses_what_it_cannot_write(tmp_path):
+    from dlrunner.errors import DlrunError
+    from dlrunner.preset import save
+
+    with pytest.raises(DlrunError, match="no importance.json"):
+        save(tmp_path, "x", tmp_path / "conf")
+    (tmp_path / "importance.json").write_text(json.dumps({"optimized_metric": "val/acc", "trials": 2,
+                                                          "best": {"values": {"optim.lr": "0.001"}, "metric": 0.9,
+                                                                   "seeds": [0], "trials": [1]}}))
+    with pytest.raises(DlrunError, match="letters, digits"):
+        save(tmp_path, "a b", tmp_path / "conf")
+    path = save(tmp_path, "ok", tmp_path / "conf")
+    assert "optim:\n  lr: 0.001" in path.read_text()
+    with pytest.raises(DlrunError, match="exists; pass --force"):
+        save(tmp_path, "ok", tmp_path / "conf")
+    (tmp_path / "importance.json").write_text(json.dumps({"best": {"values": {"schedule": "nope"}, "metric": 0.9,
+                                                                   "seeds": [0], "trials": [1]}}))
+    with pytest.raises(DlrunError, match="does not compose"):
+        save(tmp_path, "bad", tmp_path / "conf")
+    assert not (tmp_path / "conf" / "experiment" / "bad.yaml").exists()  # nothing half-written is left
