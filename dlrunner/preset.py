@@ -73,8 +73,11 @@ def preset_text(name: str, sweep_dir: Path, values: dict[str, str], imp: dict, g
     seeds = ", ".join(str(s) for s in best.get("seeds", []))
     when = dt.date.fromtimestamp((sweep_dir / "importance.json").stat().st_mtime).isoformat()
     body = best_yaml(values, groups, metric, best["metric"], "").split("\n", 3)[3]  # without its 3 header lines
-    head = [f"# @package _global_",
+    picks = " ".join(f"{k}={v}" for k, v in sorted(best["values"].items())) or "the defaults"
+    job = " ".join(f"{k}={v}" for k, v in values.items() if k not in best["values"]) or "the defaults"
+    head = ["# @package _global_",
             f"# {name}: the importance sweep's pick, saved with `dlrun-preset {sweep_dir} {name}`.",
+            f"# For: {job}, as the sweep tuned it: {picks}",
             f"# Reaches: {metric} {best['metric']:.4f} (mean of seeds {seeds}) in the sweep {sweep_dir} "
             f"({imp.get('trials', '?')} trials), {when}",
             f"# Measured on: {measured_on(sweep_dir, imp)}",
