@@ -16,6 +16,8 @@
    256-1024, data on the device vs through a DataLoader (CUDA only; `skipped` otherwise).
 9. startup: what a run costs besides its epochs (bench/startup.py): `dlrun debug=smoke` against the same
    job by hand, the fixed cost per job of a multirun, `dlrun --help`, `dlrun mode=doctor`.
+10. presets: every recipe in conf/experiment/ as its header runs it (bench/presets.py); the figures
+   its header quotes.
 Results go to bench/results/cpu-*.json, or gpu-*.json where CUDA is present.
 """
 from __future__ import annotations
@@ -532,7 +534,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per time-to-accuracy row")
     ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor",
-                                       "lightning", "tta", "scaling", "gpu", "startup"], default=None)
+                                       "lightning", "tta", "scaling", "gpu", "startup", "presets"], default=None)
+    ap.add_argument("--presets", nargs="*", default=None, help="with --only presets: just these")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
@@ -568,9 +571,15 @@ def main() -> None:
             from startup import startup
 
             res["startup"] = startup(tmp)
+        if args.only in (None, "presets"):
+            from presets import presets
+
+            res["presets"] = presets(tmp, args.presets)
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)
+    if args.presets:  # a subset: cpu-presets.json keeps every preset's figures
+        suffix += "-" + "-".join(args.presets)
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"{'gpu' if torch.cuda.is_available() else 'cpu'}-{suffix}.json"
     out.write_text(json.dumps(res, indent=2))

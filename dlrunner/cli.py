@@ -102,6 +102,11 @@ def main() -> None:
 
 def launch() -> None:
     """Parse the command line and run the Hydra app (may raise SystemExit)."""
+    if "--version" in sys.argv[1:]:  # dlrunner's, torch's and CUDA's before Hydra's (dlrunner/version.py)
+        from dlrunner.version import version_text
+
+        print(version_text())
+        return
     if os.getcwd() not in sys.path:  # a user's own `_target_` module in the current folder
         sys.path.insert(0, os.getcwd())
     register_resolvers()
