@@ -291,15 +291,18 @@ def rank_causes(ex: Exam) -> list[dict]:
         "numerical instability (log/exp/div)": st("numerics") == "fail" and "a module produced NaN/Inf",
         "gradients not passing through the model": st("gradients") == "fail" and "gradient-flow check failed",
         "corrupted labels": st("baselines") == "fail" and "real run no better than shuffled labels",
+        "the model ignores its input": text("model", "ignores its input") and "different inputs, one output",
+        "the inputs carry no signal": text("data", "identical") and "every training input is the same",
         "too much regularization": _regularized(ex) or "",
         "model too small": st("capacity") != "pass" and "cannot memorize a small subset",
     }
-    strong = ("flipped loss or gradient sign", "incorrect inputs to the loss function",
+    direct = ("the model ignores its input", "the inputs carry no signal")  # a signature names these outright
+    strong = (*direct, "flipped loss or gradient sign", "incorrect inputs to the loss function",
               "gradients not passing through the model", "numerical instability (log/exp/div)", "corrupted labels")
     causes += [c for c in strong if evidence.get(c) and c not in causes]  # whatever the curve's shape
     # a failed check is direct evidence; an LR rerun that helped or an odd update ratio is weaker
     weak = ("learning rate too high", "learning rate too low", "too much regularization", "model too small")
-    weight = {c: (0 if not evidence.get(c) else 1 if c in weak else 2) for c in causes}
+    weight = {c: (0 if not evidence.get(c) else 1 if c in weak else 3 if c in direct else 2) for c in causes}
     ranked = sorted(causes, key=lambda c: (-weight[c], causes.index(c)))
     return [{"cause": c, "evidence": evidence.get(c) or ""} for c in ranked]
 
