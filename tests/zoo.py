@@ -245,7 +245,7 @@ class SmallBatchNormNet(nn.Module):
         c, h, w = in_shape
         self.net = nn.Sequential(nn.Conv2d(c, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
                                  nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
-                                 nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+                                 nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * (h // 4) * (w // 4), num_classes))
 
     def forward(self, x):
         return self.net(x)

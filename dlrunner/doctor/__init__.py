@@ -12,7 +12,7 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlrunner.doctor import checks, training
+from dlrunner.doctor import capacity, checks, training
 from dlrunner.doctor.core import Exam, Finding
 from dlrunner.doctor.report import print_report, write_report
 
@@ -27,7 +27,7 @@ CHECKS: dict[str, Callable] = {
     "numerics": lambda ex, d: checks.numerics(ex),
     "overfit": lambda ex, d: training.overfit_one_batch(ex),
     "baselines": lambda ex, d: training.baselines(ex),
-    "capacity": lambda ex, d: training.capacity(ex),
+    "capacity": lambda ex, d: capacity.capacity(ex),
     "memory": lambda ex, d: checks.memory(ex),
     "logging": lambda ex, d: checks.logging_sanity(ex),
 }
