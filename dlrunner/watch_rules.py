@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 
-WINDOW = 20  # steps per loss window (the first window is the reference)
+WINDOW = 10  # steps per loss window (the first window is the reference)
 SPIKE = 4.0  # a batch loss above this many times the recent median, and well above the noise
 GROWS = 1.3  # a loss window median this many times the first window's: the loss goes up
 EXPLODES = 100.0  # a gradient norm this many times the median of the earlier checks
