@@ -14,6 +14,7 @@
 7. scaling: time per epoch as data.fraction, model.width and data.batch_size double.
 8. gpu: images/s and model FLOP utilization of resnet18 in bf16 + channels_last (+ compile) at batch
    256-1024, data on the device vs through a DataLoader (CUDA only; `skipped` otherwise).
+9. watch: time per epoch with the watchdog on against off, same job, alternated (bench/watch.py).
 Results go to bench/results/cpu-*.json, or gpu-*.json where CUDA is present.
 """
 from __future__ import annotations
@@ -530,7 +531,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per time-to-accuracy row")
     ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor",
-                                       "lightning", "tta", "scaling", "gpu"], default=None)
+                                       "lightning", "tta", "scaling", "gpu", "watch"], default=None)
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
@@ -562,6 +563,12 @@ def main() -> None:
             res["scaling"] = scaling(tmp)
         if args.only in (None, "gpu"):
             res["gpu"] = gpu(tmp)
+        if args.only in (None, "watch"):  # the watchdog's cost against the same epochs without it
+            import watch as watch_bench
+
+            res["watch"] = {name: watch_bench.cost(tmp, o, args.rounds, compose_cfg) for name, o in
+                            {"digits_lenet": [], "mnist1d_conv1d": ["data=mnist1d", "model=conv1d",
+                                                                   f"data.root={tmp / 'data'}"]}.items()}
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)

@@ -88,7 +88,7 @@ class Observer(TorchFunctionMode):
         self.ops = _ops()
         self.sites: dict[str, Site] = {}
         self.stack: list[tuple[str, nn.Module]] = []
-        self.calls: dict[tuple[str, str], int] = {}
+        self.calls: dict[tuple[str, str, str], int] = {}
         self.first_nonfinite: dict | None = None
         self.cuts: list[str] = []  # `.data` / `.detach()` taken inside forward on a tensor that needs a gradient
         self.producer: dict[int, tuple[str, torch.Tensor]] = {}  # id(output) -> the module that returned it
@@ -126,10 +126,10 @@ class Observer(TorchFunctionMode):
         path, mod = self.stack[-1] if self.stack else (type(self.model).__name__, None)
         if isinstance(mod, ACT_MODULES):
             return path
-        n = self.calls.get((path, op), 0) + 1
-        self.calls[(path, op)] = n
         made = self.producer.get(id(x))
         after = f" after {made[0]}" if made and made[1] is x else ""
+        n = self.calls.get((path, op, after), 0) + 1  # a second call of the same kind gets a number
+        self.calls[(path, op, after)] = n
         return f"{path} ({op}{after})" if n == 1 else f"{path} ({op}{after} #{n})"
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
