@@ -36,10 +36,11 @@ class Alert:
 class Watch:
     """Created once per run; train_epoch calls before_step/after_step each step and epoch_end."""
 
-    def __init__(self, model: nn.Module, probe: torch.Tensor | None, autocast: Callable,
+    def __init__(self, model: nn.Module, probe: bool, autocast: Callable,
                  warn: Callable[[str], None], every: int = 10, probe_every: int = 5,
                  train_x: torch.Tensor | None = None, scaled_grads: bool = False):
-        self.model, self.probe, self.autocast, self.warn = model, probe, autocast, warn
+        self.model, self.autocast, self.warn = model, autocast, warn
+        self.probing, self.probe = probe, None  # the probe: the first batch's first 64 samples, as the net got them
         self.every, self.probe_every = max(1, int(every)), max(1, int(probe_every))
         self.scaled_grads = scaled_grads  # fp16 with a GradScaler: an inf gradient is a skipped step, not a bug
         self.alerts: dict[str, Alert] = {}
@@ -62,32 +63,41 @@ class Watch:
             self.params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             self.weights = [p.detach().clone() for p in self.params]
             grads = [p.grad.detach() for p in self.params]
-            self.grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else None
+            self.grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None  # read at after_step
 
     def after_step(self, step: int, epoch: int, loss: torch.Tensor, x: torch.Tensor,
                    optimizer: torch.optim.Optimizer, schedule) -> None:
         """After the optimizer and schedule stepped; `step` is the index of the step just taken."""
         self.pending_losses.append(loss.detach().float().reshape(()))
         self.prints.append(self._fingerprint(x))
+        if self.probing and self.probe is None:
+            self.probe = x[:64].detach().clone()
         if self.weights is None:
             return
         self.checks += 1
         self.step, self.epoch = step, epoch
-        losses = torch.stack(self.pending_losses).tolist()  # the one host sync of a check
+        # every number the check needs in one device -> host copy (one sync on a GPU)
+        ratios, bn_ok = self._update_ratios(), self._bn_finite()
+        parts = [torch.stack(self.pending_losses).float(), ratios.float(), bn_ok.float(),
+                 (self.grad_norm if self.grad_norm is not None else torch.zeros(())).reshape(1).float()]
+        values = torch.cat([p.to(parts[0].device) for p in parts]).tolist()
+        n, r = len(self.pending_losses), len(ratios)
+        losses, ratio_list, ok, norm = values[:n], values[n:n + r], values[n + r:-1], values[-1]
         self.pending_losses.clear()
         self.rules.losses.extend(losses)
-        ratio = self._update_ratio()
+        grad_norm = norm if self.grad_norm is not None else None
+        ratio = statistics.median(ratio_list) if ratio_list else None
+        bn_bad = [name for name, good in zip(self.bn_names, ok) if not good]
         lrs = [g["lr"] for g in optimizer.param_groups]
         said = schedule.get_last_lr() if getattr(schedule, "optimizer", None) is optimizer \
             and hasattr(schedule, "get_last_lr") else None
-        for kind, evidence, remedy in self.rules.check(step, self.grad_norm, ratio, lrs, said,
-                                                       self.scaled_grads, self._bn_nonfinite()):
+        for kind, evidence, remedy in self.rules.check(step, grad_norm, ratio, lrs, said, self.scaled_grads, bn_bad):
             self._alert(kind, evidence, remedy)
-        if self.probe is not None and self.checks % self.probe_every == 1:
+        if self.probing and self.checks % self.probe_every == 1:
             try:
                 sites = self._observe()
             except Exception as e:  # the probe must never stop training (e.g. a model that wants other inputs)
-                self.probe = None
+                self.probing = False
                 self.warn(f"watch: the unit probe is off ({type(e).__name__}: {e})")
                 return
             for kind, evidence, remedy in self.rules.units(sites):
@@ -122,24 +132,26 @@ class Watch:
         self.alerts[kind] = a
         self.warn(f"watch: step {a.step}, epoch {a.epoch}: {evidence}; {remedy}")
 
-    def _update_ratio(self) -> float | None:
-        """Median over weight matrices of |dW| / |W| for the step just taken."""
-        ratios = []
-        for p, w in zip(self.params, self.weights):
-            if p.dim() > 1:
-                n = float(w.norm())
-                if n > 0 and math.isfinite(n):
-                    ratios.append(float((p.detach() - w).norm()) / n)
+    def _update_ratios(self) -> torch.Tensor:
+        """|dW| / |W| of each weight matrix for the step just taken (on the device)."""
+        pairs = [(p.detach(), w) for p, w in zip(self.params, self.weights) if p.dim() > 1]
         self.weights = None
-        return statistics.median(ratios) if ratios else None
+        if not pairs:
+            return torch.zeros(0)
+        now, before = [p for p, _ in pairs], [w for _, w in pairs]
+        moved = torch.stack(torch._foreach_norm(torch._foreach_sub(now, before)))
+        size = torch.stack(torch._foreach_norm(before))
+        keep = (size > 0) & torch.isfinite(size)
+        return (moved / size.clamp_min(1e-30))[keep]
 
-    def _bn_nonfinite(self) -> list[str]:
-        bad = []
-        for name, m in self.model.named_modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
-                if not bool(torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all()):
-                    bad.append(name)
-        return bad
+    def _bn_finite(self) -> torch.Tensor:
+        """One flag per BatchNorm layer: its running statistics are finite."""
+        bns = [(n, m) for n, m in self.model.named_modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None]
+        self.bn_names = [n for n, _ in bns]
+        if not bns:
+            return torch.zeros(0)
+        return torch.stack([torch.isfinite(m.running_mean).all() & torch.isfinite(m.running_var).all() for _, m in bns])
 
     @torch.no_grad()
     def _observe(self) -> dict:
@@ -169,9 +181,9 @@ def _duplicates(prints: torch.Tensor) -> int:
 
 
 def build(job, warn: Callable[[str], None], every: int) -> Watch:
-    """A watchdog for a built job: the probe is the first 64 training samples as the net receives
-    them (none when the net trains on cached activations: precompute)."""
-    x = getattr(job.data.train, "x", None) if job.full_model is None else None
-    probe = x[:64].to(job.device) if x is not None and len(x) else None
-    return Watch(job.model, probe, job.precision.autocast, warn, every, train_x=x,
+    """A watchdog for a built job. The unit probe runs the uncompiled model; repeated samples are
+    judged against the split's own duplicates (in-memory splits only)."""
+    x = getattr(job.data.train, "x", None)
+    return Watch(getattr(job.model, "_orig_mod", job.model), True, job.precision.autocast, warn, every,
+                 train_x=x if x is not None and len(x) else None,
                  scaled_grads=getattr(job.precision, "scaler", None) is not None)

@@ -68,7 +68,7 @@ def test_healthy_run_raises_nothing_and_watch_false_turns_it_off(dlrun):
 
 def _watch(model: nn.Module, train_x: torch.Tensor | None = None, every: int = 1) -> tuple[Watch, list[str]]:
     said: list[str] = []
-    return Watch(model, None, _no_autocast, said.append,
+    return Watch(model, False, _no_autocast, said.append,
                  every=every, train_x=train_x), said
 
 
