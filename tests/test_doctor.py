@@ -113,7 +113,8 @@ def test_labels_shuffled(exam):
 
 
 def test_inputs_not_normalized(exam):
-    ex = exam("data._target_=tests.zoo.unscaled", "model._target_=tests.zoo.healthy", skip=SLOW_CHECKS)
+    ex = exam("data._target_=tests.zoo.unscaled", "data.normalize=false", "model._target_=tests.zoo.healthy",
+              skip=SLOW_CHECKS)
     d = ex.findings["data"]
     assert d.status == "fail"
     assert "raw 0-255" in evidence(ex, "data")

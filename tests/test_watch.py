@@ -125,3 +125,22 @@ def test_lr_not_what_the_schedule_says_and_batchnorm_nonfinite():
     assert f"the optimizer's learning rate is 0.1 where the schedule says {0.1 * 0.5 ** 4:.3g}" in w.alerts["lr_schedule"].evidence
     assert "BatchNorm running statistics are NaN/Inf in 1" in w.alerts["batchnorm_nonfinite"].evidence
     assert len(said) == len(w.alerts) == 2
+
+
+@pytest.mark.slow
+def test_bench_row_times_the_same_job_with_and_without(tmp_path):
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "bench"))
+    import run as bench_run
+    import watch as watch_bench
+
+    res = watch_bench.cost(tmp_path, ["data.fraction=0.2"], 1, bench_run.compose_cfg)
+    # rounds=1: round 0 warms up, round 1 is timed; the watch ran in one epoch of each round
+    assert res["rounds"] == 1 and res["findings"] == 0
+    due = [s for s in range(4 * res["steps_per_epoch"]) if s % 10 == 0 or (s < 10 and s & (s - 1) == 0)]
+    on_steps = [s for s in due if s // res["steps_per_epoch"] in (0, 3)]  # ABBA: on, off, off, on
+    assert res["checks"] == len(on_steps)
+    assert res["ratio"] == pytest.approx(res["watch_s_per_epoch"] / res["no_watch_s_per_epoch"], rel=1e-2)

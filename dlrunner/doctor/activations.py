@@ -215,6 +215,6 @@ def problems(sites: dict[str, Site], samples: int) -> list[tuple[str, str]]:
                         "lower the LR, use LeakyReLU/GELU, check init and normalization"))
         elif s.kind == "sat" and s.total and s.saturated / s.total > SATURATED_FRACTION:
             out.append((f"`{name}`: {100 * s.saturated / s.total:.0f}% of pre-activations saturate "
-                        f"(|x| >= {SATURATION:g}; range [{s.lo:.3g}, {s.hi:.3g}])",
+                        f"(|x| >= {SATURATION:g}), range [{s.lo:.3g}, {s.hi:.3g}]",
                         "normalize inputs, use a smaller init (model.init=glorot) or ReLU"))
     return out
