@@ -22,7 +22,8 @@ from dlrunner.verdict import final_verdict, fit_verdict
 
 IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test",
                       "logger", "dir", "sort", "csv", "input", "format", "doctor", "climb",
-                      "trainer", "watch", "watch_every")  # the device count: data.batch_size is global, so a run resumes on any count
+                      "trainer",  # the device count: data.batch_size is global, so a run resumes on any count
+                      "watch", "watch_every")  # the watchdog only reads the run
 
 
 class Interrupted(Exception):

@@ -174,6 +174,7 @@ HEALTHY = [
     ["data=mnist1d", "model=transformer"],
     ["data=tabular", "model=mlp"],
     ["data=mnist1d", "model=mlp"],
+    ["model._target_=tests.zoo.SmallBatchNormNet"],  # a small BatchNorm net: no capacity false alarm
 ]
 
 

@@ -144,3 +144,10 @@ def test_bench_row_times_the_same_job_with_and_without(tmp_path):
     on_steps = [s for s in due if s // res["steps_per_epoch"] in (0, 3)]  # ABBA: on, off, off, on
     assert res["checks"] == len(on_steps)
     assert res["ratio"] == pytest.approx(res["watch_s_per_epoch"] / res["no_watch_s_per_epoch"], rel=1e-2)
+
+
+def test_bad_watch_every_is_one_line(dlrun):
+    r = dlrun("watch_every=0")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("dlrun: error: watch must be true/false and watch_every an "
+                                                        "integer >= 1")
