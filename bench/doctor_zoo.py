@@ -54,6 +54,7 @@ CASES = {
                          "doctor.skip=[capacity]"], "baselines", "no better than a baseline", False),
     "labels independent of inputs": ([f"data._target_={Z}random_labels", f"model._target_={Z}healthy",
                                       "doctor.skip=[capacity]"], "baselines", "no better than a baseline", False),
+    "too much dropout (0.9)": (["model.dropout=0.9", *NO_SLOW], "cause", "too much regularization", True),
     "learning rate far too high": (["optim=sgd", "optim.lr=30", *NO_SLOW], "cause", "learning rate too high", True),
     "learning rate far too low": (["optim.lr=1e-8", *NO_SLOW], "cause", "learning rate too low", True),
 }

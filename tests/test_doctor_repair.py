@@ -62,3 +62,10 @@ def test_code_level_cause_points_at_the_code(make_cfg, tmp_path):
     assert fixes and all(f.cured is None and not f.override for f in fixes)
     assert "incorrect inputs to the loss function" in [f.cause for f in fixes]
     assert all("not a config fix" in line for line in repair.lines(fixes))
+
+
+def test_repair_lowers_too_much_dropout(make_cfg, tmp_path):
+    ex, fixes = doctor_with_repair(make_cfg, tmp_path, "model.dropout=0.9")
+    assert ex.causes[0]["cause"] == "too much regularization" and "dropout 0.9" in ex.causes[0]["evidence"]
+    fix = next(f for f in fixes if f.cause == "too much dropout")
+    assert fix.cured is True and fix.override == ["model.dropout=0.225"]
