@@ -6,9 +6,9 @@ console line and an entry in summary.json `watch`, with its evidence and the gui
 Every step costs two tiny device ops (the loss and a fingerprint of the batch are kept, no host
 sync); the checks run at steps 1, 2, 4, 8 and then every `every` steps: the loss curve (going up,
 spikes, oscillation, a negative loss), the gradient norm (explosion, collapse), the update/weight
-ratio, BatchNorm statistics, the learning rate against the schedule, and every `probe_every`-th
-check the dead/saturated units of a fixed probe batch (dlrunner.doctor.activations). At the end of
-an epoch, the same samples seen twice."""
+ratio, BatchNorm statistics, the learning rate against the schedule; at steps 0, 10, 20, 40, 80,
+160 and every 200 (every=10) the dead/saturated units of a fixed probe batch
+(dlrunner.doctor.activations). At the end of an epoch, the same samples seen twice."""
 from __future__ import annotations
 
 import math
@@ -37,7 +37,7 @@ class Watch:
     """Created once per run; train_epoch calls before_step/after_step each step and epoch_end."""
 
     def __init__(self, model: nn.Module, probe: bool, autocast: Callable,
-                 warn: Callable[[str], None], every: int = 10, probe_every: int = 5,
+                 warn: Callable[[str], None], every: int = 10, probe_every: int = 20,
                  train_x: torch.Tensor | None = None, scaled_grads: bool = False):
         self.model, self.autocast, self.warn = model, autocast, warn
         self.probing, self.probe = probe, None  # the probe: the first batch's first 64 samples, as the net got them
@@ -84,7 +84,7 @@ class Watch:
         n, r = len(self.pending_losses), len(ratios)
         losses, ratio_list, ok, norm = values[:n], values[n:n + r], values[n + r:-1], values[-1]
         self.pending_losses.clear()
-        self.rules.losses.extend(losses)
+        self.rules.add_losses(losses)
         grad_norm = norm if self.grad_norm is not None else None
         ratio = statistics.median(ratio_list) if ratio_list else None
         bn_bad = [name for name, good in zip(self.bn_names, ok) if not good]
@@ -93,7 +93,7 @@ class Watch:
             and hasattr(schedule, "get_last_lr") else None
         for kind, evidence, remedy in self.rules.check(step, grad_norm, ratio, lrs, said, self.scaled_grads, bn_bad):
             self._alert(kind, evidence, remedy)
-        if self.probing and self.checks % self.probe_every == 1:
+        if self.probing and self._probe_due(step):
             try:
                 sites = self._observe()
             except Exception as e:  # the probe must never stop training (e.g. a model that wants other inputs)
@@ -102,6 +102,12 @@ class Watch:
                 return
             for kind, evidence, remedy in self.rules.units(sites):
                 self._alert(kind, evidence, remedy)
+
+    def _probe_due(self, step: int) -> bool:
+        """At steps 0, every, 2x, 4x, 8x... every, then every probe_every x every steps: often while
+        units die fastest (early), rarely later (a probe costs about one forward)."""
+        k = step // self.every
+        return step % self.every == 0 and (k & (k - 1) == 0 or k % self.probe_every == 0)
 
     def epoch_end(self, epoch: int, num_samples: int) -> None:
         """The samples of the epoch just finished: the same one twice is a sampler bug."""
@@ -167,8 +173,9 @@ class Watch:
         return obs.sites
 
     def _fingerprint(self, x: torch.Tensor) -> torch.Tensor:
-        """One number per sample from its first 256 values: equal samples, equal numbers."""
-        flat = x.detach().reshape(len(x), -1)[:, :256].float()
+        """One number per sample from 256 of its values spread over it: equal samples, equal numbers."""
+        flat = x.detach().reshape(len(x), -1)
+        flat = flat[:, ::max(1, flat.shape[1] // 256)][:, :256].float()
         key = (flat.shape[1], flat.device)
         if key not in self._proj:
             g = torch.Generator().manual_seed(0)

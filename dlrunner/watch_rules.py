@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import deque
 
 WINDOW = 10  # steps per loss window (the first window is the reference)
 SPIKE = 4.0  # a batch loss above this many times the recent median, and well above the noise
@@ -20,7 +21,8 @@ class Rules:
     """State across checks: the loss curve, gradient norms, ratios, the first probe's readings."""
 
     def __init__(self):
-        self.losses: list[float] = []
+        self.first: list[float] = []  # the first WINDOW losses: the reference
+        self.losses: deque[float] = deque(maxlen=8 * WINDOW)  # the recent ones: a check's cost stays flat
         self.norms: list[float] = []
         self.high_ratio = 0
         self.peak_lr = 0.0
@@ -43,19 +45,25 @@ class Rules:
                         "optim.lr, raise data.batch_size"))
         return out
 
+    def add_losses(self, losses: list[float]) -> None:
+        finite = [v for v in losses if math.isfinite(v)]
+        self.first.extend(finite[:WINDOW - len(self.first)])
+        self.losses.extend(finite)
+        self.seen = getattr(self, "seen", 0) + len(finite)
+
     def _loss(self) -> list[tuple[str, str, str]]:
-        L = [v for v in self.losses if math.isfinite(v)]
+        L = list(self.losses)
         out = []
-        if len(L) < WINDOW:
+        if len(self.first) < WINDOW:
             return out
-        first = statistics.median(L[:WINDOW])
+        first = statistics.median(self.first)
         now = statistics.median(L[-WINDOW:])
         if min(L[-WINDOW:]) < 0 <= first or (first < 0 and now < first):
             out.append(("negative_loss", f"the loss is negative and falling (first {WINDOW} steps median "
                         f"{first:.3g}, last {WINDOW} {now:.3g}): a loss to minimize has a floor",
                         "check the loss's sign, and that NLL gets log-probabilities (F.log_softmax)"))
             return out
-        if len(L) >= 2 * WINDOW and first > 0 and now > GROWS * first:
+        if self.seen >= 2 * WINDOW and first > 0 and now > GROWS * first:
             out.append(("loss_up", f"the training loss goes up: median {now:.3g} over the last {WINDOW} steps vs "
                         f"{first:.3g} over the first {WINDOW}",
                         "lower optim.lr (the guides' first cause), check the loss's sign and the labels"))
@@ -96,8 +104,8 @@ class Rules:
                             f"{med:.3g} over the earlier checks: exploding gradients",
                             "lower optim.lr, add trick=grad_clip, add normalization (BatchNorm/LayerNorm)"))
             first = self.norms[0]
-            recent = statistics.median(self.losses[-WINDOW:]) if self.losses else 0.0
-            start = statistics.median(self.losses[:WINDOW]) if self.losses else 0.0
+            recent = statistics.median(list(self.losses)[-WINDOW:]) if self.losses else 0.0
+            start = statistics.median(self.first) if self.first else 0.0
             if first > 0 and norm < COLLAPSES * first and recent > 0.5 * start:
                 out.append(("grad_collapses", f"the gradient norm fell to {norm:.3g} ({norm / first:.1e} of its "
                             f"first value) while the loss is still {recent:.3g}: vanishing gradients",
