@@ -22,7 +22,7 @@ def watch_lines(r) -> list[str]:
 
 @pytest.mark.slow
 def test_exploding_gradients_named_in_the_first_epoch(dlrun):
-    r = dlrun("epochs=2", "optim=sgd", "optim.lr=2", "data.batch_size=16")
+    r = dlrun("epochs=1", "optim=sgd", "optim.lr=2", "data.batch_size=16", timeout=600)
     found = kinds(r.summary())
     assert found["grad_explodes"]["epoch"] == 1, found
     assert "exploding gradients" in found["grad_explodes"]["evidence"]
@@ -36,7 +36,7 @@ def test_exploding_gradients_named_in_the_first_epoch(dlrun):
 def test_loss_going_up_named_in_the_first_epoch(dlrun):
     # gradient ascent: a user's own optimizer with maximize=True (the loss's value is right, its direction wrong)
     r = dlrun("epochs=1", "optim=sgd", "optim._target_=torch.optim.SGD", "+optim.maximize=true", "optim.lr=0.003",
-              "optim.momentum=0", "data.batch_size=16")
+              "optim.momentum=0", "data.batch_size=16", timeout=600)
     found = kinds(r.summary())
     up = found["loss_up"]
     assert up["epoch"] == 1 and "the training loss goes up" in up["evidence"]
@@ -48,7 +48,7 @@ def test_loss_going_up_named_in_the_first_epoch(dlrun):
 
 @pytest.mark.slow
 def test_units_dying_during_training_named_in_the_first_epoch(dlrun):
-    r = dlrun("epochs=1", "optim=sgd", "optim.lr=0.15", "data.batch_size=16")
+    r = dlrun("epochs=1", "optim=sgd", "optim.lr=0.15", "data.batch_size=16", timeout=600)
     found = kinds(r.summary())
     dead = found["units_dead"]
     assert dead["epoch"] == 1
@@ -57,10 +57,10 @@ def test_units_dying_during_training_named_in_the_first_epoch(dlrun):
 
 @pytest.mark.slow
 def test_healthy_run_raises_nothing_and_watch_false_turns_it_off(dlrun):
-    r = dlrun("epochs=2")
+    r = dlrun("epochs=2", timeout=600)
     s = r.summary()
-    assert s["watch"]["findings"] == [] and s["watch"]["checks"] > 10 and not watch_lines(r)
-    off = dlrun("epochs=1", "watch=false")
+    assert s["watch"]["findings"] == [] and s["watch"]["checks"] == 13 and not watch_lines(r)  # 2 x 41 steps
+    off = dlrun("epochs=1", "watch=false", timeout=600)
     assert off.returncode == 0 and "watch" not in off.summary()
 
 
