@@ -52,7 +52,9 @@ def test_units_dying_during_training_named_in_the_first_epoch(dlrun):
     found = kinds(r.summary())
     dead = found["units_dead"]
     assert dead["epoch"] == 1
-    assert dead["evidence"].startswith("`features.4`: 100% ReLU units are dead on the probe batch, up from 0%")
+    share = re.match(r"`features.4`: (\d+)% ReLU units are dead on the probe batch, up from 0% at the start",
+                     dead["evidence"])
+    assert share and int(share.group(1)) > 70, dead["evidence"]
 
 
 @pytest.mark.slow
