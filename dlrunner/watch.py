@@ -11,7 +11,6 @@ ratio, BatchNorm statistics, the learning rate against the schedule; at steps 0,
 (dlrunner.doctor.activations). At the end of an epoch, the same samples seen twice."""
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Callable

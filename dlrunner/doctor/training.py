@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from dlrunner.doctor.core import Exam, Finding, set_dropout
+from dlrunner.doctor.core import Exam, Finding
 
 
 def curve_shape(losses: list[float], accs: list[float]) -> str:
