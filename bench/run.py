@@ -18,6 +18,7 @@
    job by hand, the fixed cost per job of a multirun, `dlrun --help`, `dlrun mode=doctor`.
 10. presets: every recipe in conf/experiment/ as its header runs it (bench/presets.py); the figures
    its header quotes.
+11. watch: time per epoch with the watchdog on against off, same job, alternated (bench/watch.py).
 Results go to bench/results/cpu-*.json, or gpu-*.json where CUDA is present.
 """
 from __future__ import annotations
@@ -534,7 +535,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per time-to-accuracy row")
     ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor",
-                                       "lightning", "tta", "scaling", "gpu", "startup", "presets"], default=None)
+                                       "lightning", "tta", "scaling", "gpu", "startup", "presets",
+                                       "watch"], default=None)
     ap.add_argument("--presets", nargs="*", default=None, help="with --only presets: just these")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")
     args = ap.parse_args()
@@ -575,6 +577,12 @@ def main() -> None:
             from presets import presets
 
             res["presets"] = presets(tmp, args.presets)
+        if args.only in (None, "watch"):  # the watchdog's cost against the same epochs without it
+            import watch as watch_bench
+
+            res["watch"] = {name: watch_bench.cost(tmp, o, args.rounds, compose_cfg) for name, o in
+                            {"digits_lenet": [], "mnist1d_conv1d": ["data=mnist1d", "model=conv1d",
+                                                                   f"data.root={tmp / 'data'}"]}.items()}
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)

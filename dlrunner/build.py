@@ -218,6 +218,7 @@ class Job:
     make_optimizer: Callable[[Any], torch.optim.Optimizer]  # the configured optimizer, for new params
     make_schedule: Callable[[torch.optim.Optimizer], Any]  # the configured schedule over the whole run
     full_model: nn.Module | None = None  # set when `model` trains only part of it (precompute)
+    watch: Any = None  # the run's watchdog (dlrunner.watch), set by the runner
 
     @property
     def steps_per_epoch(self) -> int:

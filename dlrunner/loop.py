@@ -81,7 +81,7 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
                 precision: Precision, tricks: Tricks, state: TrainState, meter: Meter,
                 should_stop: Callable[[], bool], on_progress: Callable[[int, torch.Tensor], None],
                 nan_every: int = 1, forward: nn.Module | None = None,
-                any_rank: Callable[[bool], bool] | None = None, oom: OOMGuard | None = None) -> bool:
+                any_rank: Callable[[bool], bool] | None = None, oom: OOMGuard | None = None, watch=None) -> bool:
     """Train from state.batch to the end of state.epoch. False if stopped early (signal).
     The loss is checked for NaN/Inf before the backward pass every `nan_every` steps (each check
     syncs the device; on a CPU it is free), so the weights of the last good step are intact.
@@ -92,7 +92,10 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
     so the averaged gradient is the whole batch's.
 
     oom: on out-of-memory the batch is retried in smaller pieces whose gradients add up to the
-    whole batch's (see dlrunner.oom); without it the error propagates."""
+    whole batch's (see dlrunner.oom); without it the error propagates.
+
+    watch: the run's watchdog (dlrunner.watch): it sees the gradients before each step and the
+    loss after it, and checks its invariants every few steps."""
     model.train()
     fwd = forward if forward is not None else model
 
@@ -131,14 +134,20 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
             loss, out = oom.run(lambda micro: forward_backward(x, y, micro), len(y))
         precision.unscale(optimizer)  # gradients are true values from here (fp16)
         tricks.after_backward(model, state.step)
+        if watch is not None:
+            watch.before_step(state.step, optimizer)
         precision.step(optimizer)
         schedule.step()
         tricks.after_step(model, state.step)
         meter.update(loss, out, y)
+        if watch is not None:
+            watch.after_step(state.step, state.epoch, loss, x, optimizer, schedule)
         state.step, state.batch = state.step + 1, i + 1
         on_progress(i + 1, loss)
         if should_stop():
             return False
+    if watch is not None:
+        watch.epoch_end(state.epoch, getattr(batches, "num_samples", 0))
     return True
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrunner import analysis, checkpoint, distributed, plots, rundir
+from dlrunner import analysis, checkpoint, distributed, plots, rundir, watch
 from dlrunner.build import Job, build_job, pick_device
 from dlrunner.console import Reporter
 from dlrunner.errors import DlrunError, TrainingDiverged
@@ -24,7 +24,8 @@ from dlrunner.verdict import final_verdict, fit_verdict
 
 IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "plots", "out_dir", "checkpoint_interval", "eval_test",
                       "logger", "dir", "sort", "csv", "input", "format", "doctor", "climb",
-                      "trainer")  # the device count: data.batch_size is global, so a run resumes on any count
+                      "trainer",  # the device count: data.batch_size is global, so a run resumes on any count
+                      "watch", "watch_every")  # the watchdog only reads the run
 
 
 class Interrupted(Exception):
@@ -163,6 +164,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     job = build_job(cfg, device, out.warn, choices, train_on_val=final)
     if world.active:
         job.train = distributed.ShardedBatches(job.train, world)  # after build_job: a trick may replace it there
+    if cfg.get("watch", True) and world.main:  # rank 0 alone: its checks involve no other rank
+        job.watch = watch.build(job, out.warn, int(cfg.get("watch_every", 10)))
     if final:
         from dlrunner.final import CountedPasses
 
@@ -267,6 +270,8 @@ def run_extras(world: distributed.World, device: torch.device, state: TrainState
         extra["distributed"] = distributed_report(world, device, state)
     if oom is not None and oom.report():
         extra["oom"] = oom.report()
+    if job is not None and job.watch is not None:
+        extra["watch"] = job.watch.report()
     return extra
 
 
@@ -315,7 +320,7 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
             done = train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision,
                                job.tricks, state, meter, stop, progress,
                                nan_every=1 if job.device.type == "cpu" else int(cfg.log_every),
-                               forward=forward, any_rank=any_rank, oom=oom)
+                               forward=forward, any_rank=any_rank, oom=oom, watch=job.watch)
         if not done:
             saver.save_now(payload(job, state, meter.reduced(), config_yaml))  # all ranks' partial sums
             raise Interrupted(stop.signum)

@@ -37,6 +37,10 @@ def validate(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
         raise DlrunError(f"plots must be one of {', '.join(PLOTS)}; got {cfg.plots!r}")
     if int(cfg.log_every) < 1:
         raise DlrunError(f"log_every must be >= 1, got {cfg.log_every}")
+    if not isinstance(cfg.get("watch", True), bool) or not isinstance(cfg.get("watch_every", 1), int) \
+            or cfg.get("watch_every", 1) < 1:
+        raise DlrunError(f"watch must be true/false and watch_every an integer >= 1; got watch={cfg.get('watch')!r}, "
+                         f"watch_every={cfg.get('watch_every')!r}")
     if float(cfg.checkpoint_interval) < 0:
         raise DlrunError(f"checkpoint_interval must be >= 0 seconds, got {cfg.checkpoint_interval}")
     lr = _num(cfg, "optim.lr")

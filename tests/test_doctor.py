@@ -113,7 +113,8 @@ def test_labels_shuffled(exam):
 
 
 def test_inputs_not_normalized(exam):
-    ex = exam("data._target_=tests.zoo.unscaled", "model._target_=tests.zoo.healthy", skip=SLOW_CHECKS)
+    ex = exam("data._target_=tests.zoo.unscaled", "data.normalize=false", "model._target_=tests.zoo.healthy",
+              skip=SLOW_CHECKS)
     d = ex.findings["data"]
     assert d.status == "fail"
     assert "raw 0-255" in evidence(ex, "data")
@@ -173,6 +174,7 @@ HEALTHY = [
     ["data=mnist1d", "model=transformer"],
     ["data=tabular", "model=mlp"],
     ["data=mnist1d", "model=mlp"],
+    ["model._target_=tests.zoo.SmallBatchNormNet"],  # a small BatchNorm net: no capacity false alarm
 ]
 
 

@@ -132,7 +132,7 @@ def shuffled_labels(**knobs):
 def unscaled(**knobs):
     """Bug: raw 0-255 pixels, no scaling, no normalization."""
     x, y, names = _raw_digits()
-    knobs = {**_keep(knobs), "normalize": False}
+    knobs = {"normalize": False, **_keep(knobs)}  # the user left normalization off (data.normalize=false)
     return from_tensors("unscaled_digits", (x * 255 / 16).round(), y, names, "image", **knobs)
 
 
@@ -158,3 +158,94 @@ class BroadcastMSE(nn.Module):
 
     def forward(self, logits, target):
         return F.mse_loss(logits.max(1, keepdim=True).values, target.float())
+
+
+# --- second round: what hooks on nn modules do not see, and silent data/loss bugs --------------
+
+class FunctionalTanh(nn.Module):
+    """Bug: tanh written as a function (no nn.Tanh module to hook) after layers initialized far
+    too large: nearly every unit saturates."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        flat = int(np.prod(in_shape))
+        self.fc1, self.fc2, self.out = nn.Linear(flat, 64), nn.Linear(64, 64), nn.Linear(64, num_classes)
+        with torch.no_grad():
+            self.fc1.weight.normal_(0.0, 3.0)  # a saturating init
+            self.fc2.weight.normal_(0.0, 3.0)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc1(x.flatten(1)))
+        return self.out(torch.tanh(self.fc2(h)))
+
+
+class SummedLoss(nn.Module):
+    """Bug: cross-entropy summed over the batch instead of averaged."""
+
+    def forward(self, logits, target):
+        return F.cross_entropy(logits, target, reduction="sum")
+
+
+class NllOfRawLogits(nn.Module):
+    """Bug: NLL on raw logits (the log_softmax is missing)."""
+
+    def forward(self, logits, target):
+        return F.nll_loss(logits, target)
+
+
+class IgnoresInput(nn.Module):
+    """Bug: forward feeds the network a placeholder instead of its argument."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.net = _net(in_shape, num_classes)
+
+    def forward(self, x):
+        h = torch.zeros_like(x)  # meant: the preprocessed x
+        return self.net(h)
+
+
+def wrong_width_head(in_shape, num_classes):
+    """Bug: the head is sized for another data set (two more outputs than there are classes)."""
+    return _net(in_shape, num_classes + 2)
+
+
+class DataCut(nn.Module):
+    """Bug: the features are read through .data, which cuts the gradient to the conv layer."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        c, h, w = in_shape
+        self.features = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(8 * (h // 2) * (w // 2), 64), nn.ReLU(), nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.head(self.features(x).data)
+
+
+def random_labels(**knobs):
+    """Bug: labels drawn independently of the inputs (e.g. read from another file)."""
+    x, y, names = _raw_digits()
+    y = np.random.default_rng(1).integers(0, 10, len(y))
+    return from_tensors("random_label_digits", x / 16, y, names, "image", **_keep(knobs))
+
+
+def constant_inputs(**knobs):
+    """Bug: every index returns the same image (a loader that reads sample 0 each time)."""
+    x, y, names = _raw_digits()
+    x = (x[:1] / 16).expand(len(x), -1, -1, -1).clone()
+    return from_tensors("constant_digits", x, y, names, "image", **_keep(knobs))
+
+
+class SmallBatchNormNet(nn.Module):
+    """Healthy: a small conv net with BatchNorm (no bias before it)."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        c, h, w = in_shape
+        self.net = nn.Sequential(nn.Conv2d(c, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                 nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
+                                 nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * (h // 4) * (w // 4), num_classes))
+
+    def forward(self, x):
+        return self.net(x)

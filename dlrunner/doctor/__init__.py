@@ -12,7 +12,7 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlrunner.doctor import checks, training
+from dlrunner.doctor import capacity, checks, repair, training
 from dlrunner.doctor.core import Exam, Finding
 from dlrunner.doctor.report import print_report, write_report
 
@@ -27,7 +27,7 @@ CHECKS: dict[str, Callable] = {
     "numerics": lambda ex, d: checks.numerics(ex),
     "overfit": lambda ex, d: training.overfit_one_batch(ex),
     "baselines": lambda ex, d: training.baselines(ex),
-    "capacity": lambda ex, d: training.capacity(ex),
+    "capacity": lambda ex, d: capacity.capacity(ex),
     "memory": lambda ex, d: checks.memory(ex),
     "logging": lambda ex, d: checks.logging_sanity(ex),
 }
@@ -73,6 +73,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out) -> int:
     out.info(f"dlrun doctor: {job.data.name} {job.data.sizes()} -> {type(job.base_model).__name__} on "
              f"{job.device}, {job.precision.name}; run folder {run_dir}")
     ex = examine(job, run_dir, opts)
+    if opts.get("repair"):
+        ex.repairs = repair.attempt(ex, cfg, choices, run_dir)
     wall = time.time() - t0
     print_report(ex, out.console, wall)
     write_report(ex, run_dir, wall, OmegaConf.to_yaml(cfg, resolve=True))

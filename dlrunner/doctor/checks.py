@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dlrunner import plots
-from dlrunner.doctor import nan
+from dlrunner.doctor import activations, nan, signatures
 from dlrunner.doctor.core import Exam, Finding, leaf_modules
 from dlrunner.loop import evaluate
 
@@ -56,6 +56,9 @@ def data_look(ex: Exam, run_dir: Path) -> Finding:
         f.add("fail", f"{int((~finite).sum())} NaN/Inf values in {len(xs)} training inputs",
               "clean or impute the data before training")
         xs = torch.nan_to_num(xs)
+    same = signatures.constant_inputs(xs)
+    if same:
+        f.add("fail", same, "check the data loading: every index returns the same sample (or a constant fill)")
     mean, std = _channel_stats(xs)
     lo, hi = float(xs.min()), float(xs.max())
     f.details |= {"range": [lo, hi], "mean": [round(float(v), 4) for v in mean[:16]],
@@ -161,6 +164,9 @@ def model_look(ex: Exam) -> Finding:
             f.add("warn", f"`{a['name']}` has a bias right before BatchNorm `{b['name']}` (it is cancelled)",
                   "bias=False on layers followed by BatchNorm")
             break
+    ignored = signatures.ignores_input(model, ex.x[:8], ex.job.precision.autocast)
+    if ignored:
+        f.add("fail", ignored, "check forward: its output must be computed from its argument x")
     if n_train == 0:
         f.add("fail", "no trainable parameter", "unfreeze the model (requires_grad=True)")
     return f
@@ -186,6 +192,14 @@ def loss_at_init(ex: Exam) -> Finding:
     ex.init_loss = loss
     if not math.isfinite(loss):
         f.add("fail", f"the loss at init is {loss}", "see the numerics check: it names the module")
+        return f
+    with torch.no_grad(), ex.job.precision.autocast():
+        raw = signatures.nll_of_logits(loss_fn, model(ex.x).float(), ex.y)
+    ex.reset()
+    summed = signatures.summed_loss(uniform, len(ex.y), ex.ln_c)
+    if raw or summed:
+        f.add("fail", raw or summed, "F.cross_entropy(logits, y), or F.nll_loss(F.log_softmax(logits, 1), y)"
+              if raw else "average over the batch (reduction='mean'): dlrun weights batch losses by their size")
         return f
     if uniform < 0 or loss < 0:
         f.add("fail", f"the loss is negative (at init {loss:.3f}; for a uniform prediction {uniform:.3f}, "
@@ -229,6 +243,9 @@ def loss_inputs(ex: Exam) -> Finding:
     elif in_unit:
         f.add("warn", "all outputs are in [0, 1] (sigmoid probabilities?) for a logits loss",
               "return logits: remove the final sigmoid")
+    elif signatures.nll_of_logits(loss_fn, out, y):
+        f.add("fail", "raw logits reach an NLL loss that expects log-probabilities",
+              "F.cross_entropy(logits, y), or F.nll_loss(F.log_softmax(logits, 1), y)")
     else:
         f.add("pass", f"logits in [{float(out.min()):.2f}, {float(out.max()):.2f}], rows are not probabilities")
     with warnings.catch_warnings(record=True) as caught:
@@ -245,11 +262,12 @@ def loss_inputs(ex: Exam) -> Finding:
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(y), generator=g).to(y.device)
     joint = float(loss_fn(out[perm], y[perm]))
-    other = float(loss_fn(out, y[perm])) if len(torch.unique(y)) > 1 else float(loss)
+    other = float(loss_fn(out, y.roll(1))) if len(torch.unique(y)) > 1 else float(loss)  # roll: never the identity
     if abs(joint - float(loss)) > 1e-4 * max(1.0, abs(float(loss))):
         f.add("warn", f"the loss changes when the batch is reordered ({float(loss):.4f} -> {joint:.4f})",
               "a loss should be a mean over samples; check for broadcasting or state kept between calls")
-    if len(torch.unique(y)) > 1 and abs(other - float(loss)) < 1e-7:
+    same_rows = bool((out == out[:1]).all())  # a model that ignores its input: labels cannot matter either
+    if len(torch.unique(y)) > 1 and abs(other - float(loss)) < 1e-7 and not same_rows:
         f.add("fail", "the loss does not change when the targets are shuffled: it ignores the labels",
               "pass the targets to the loss")
     return f
@@ -316,30 +334,9 @@ def gradient_flow(ex: Exam) -> Finding:
     frozen = [n for n, p in params.items() if not p.requires_grad]
     opt = ex.optimizer()
     in_opt = {id(p) for g in ex.job.optimizer.param_groups for p in g["params"]}
-    # activations: dead ReLUs and saturated tanh/sigmoid on >= 256 samples
+    # activations (modules and torch functions alike): dead ReLUs, saturated tanh/sigmoid on >= 256 samples
     xs, _ = ex.sample(ex.job.train, 512)
-    acts: dict[str, list] = {}
-
-    def hook(name, kind):
-        def fn(mod, inp, out):
-            acts.setdefault(name, [kind, []])[1].append((inp[0] if kind == "sat" else out).detach().float())
-        return fn
-
-    hooks = []
-    for n, m in model.named_modules():
-        if isinstance(m, (nn.ReLU, nn.ReLU6)):
-            hooks.append(m.register_forward_hook(hook(n, "relu")))
-        elif isinstance(m, (nn.Tanh, nn.Sigmoid)):
-            hooks.append(m.register_forward_hook(hook(n, "sat")))
-    model.eval()
-    try:
-        with torch.no_grad(), ex.job.precision.autocast():
-            for chunk in xs.split(256):
-                model(chunk)
-    finally:
-        for h in hooks:
-            h.remove()
-    model.train()
+    sites = activations.observe(model, xs, ex.job.precision.autocast)
     # one backward
     with ex.job.precision.autocast():
         loss = ex.job.loss_fn(model(x).float(), y)
@@ -362,6 +359,11 @@ def gradient_flow(ex: Exam) -> Finding:
                  and torch.equal(p.detach(), before[n])]
     ex.reset()
     f.details |= {"grad_norms": norms, "update_ratio": ratio}
+    cuts = signatures.gradient_cuts(model, x, ex.job.precision.autocast) if none else []
+    ex.reset()
+    if cuts:
+        f.add("fail", f"forward cuts the gradient at {', '.join(f'`{c}`' for c in cuts[:3])}",
+              "use the tensor itself: .data and .detach() stop the gradient to everything before them")
     if none:
         f.add("fail", f"{len(none)} trainable tensors get no gradient: {', '.join(none[:4])}"
                       f"{' ...' if len(none) > 4 else ''} (not connected to the loss: a detach(), .data, "
@@ -410,19 +412,9 @@ def gradient_flow(ex: Exam) -> Finding:
                   f"raise optim.lr (now {ex.lr:.1e}); `dlrun mode=lr_find` suggests one")
         else:
             f.add("pass", ev)
-    for name, (kind, outs) in acts.items():
-        a = torch.cat(outs)
-        if kind == "relu":
-            per_unit = a.transpose(0, 1).reshape(a.shape[1], -1) if a.dim() > 2 else a.t()
-            dead = float((per_unit.max(1).values <= 0).float().mean())
-            if dead > 0.7:
-                f.add("warn", f"`{name}`: {100 * dead:.0f}% of its {per_unit.shape[0]} ReLU units are dead on "
-                              f"{len(a)} samples", "lower the LR, use LeakyReLU/GELU, check init and normalization")
-        else:
-            sat = float((a.abs() >= 5).float().mean())
-            if sat > 0.5:
-                f.add("warn", f"`{name}`: {100 * sat:.0f}% of pre-activations saturate (|x| >= 5)",
-                      "normalize inputs, use a smaller init or ReLU")
+    f.details["activations"] = {n: site.to_dict() for n, site in sites.items()}
+    for evidence, fix in activations.problems(sites, len(xs)):
+        f.add("warn", evidence, fix)
     return f
 
 

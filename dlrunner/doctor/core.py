@@ -72,6 +72,7 @@ class Exam:
             _, (x, y) = next(job.train.iterate(0))
         self.x, self.y = x, y  # the exact first batch the net receives
         self.findings: dict[str, Finding] = {}
+        self.repairs: list = []  # doctor.repair: the cures tried (dlrunner.doctor.repair)
 
     def reset(self) -> None:
         """Back to the initial weights (every experiment starts from the same point)."""

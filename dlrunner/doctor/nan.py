@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dlrunner.doctor.activations import Observer
+
 
 @dataclass
 class NonFiniteReport:
@@ -15,6 +17,7 @@ class NonFiniteReport:
 
     origin: str | None
     module_type: str | None = None
+    operation: str | None = None  # the torch function inside that module, when the replay saw it
     evidence: list[str] = field(default_factory=list)
     fix: str = ""
 
@@ -23,11 +26,12 @@ class NonFiniteReport:
                 "inputs": "the input batch itself holds NaN/Inf",
                 "parameters": "the weights are already non-finite",
                 "loss": "the model's outputs are finite; the loss function produced the NaN/Inf"}
-        first = head.get(self.origin, f"first produced by module `{self.origin}` ({self.module_type})")
+        op = f", by `{self.operation}`" if self.operation else ""
+        first = head.get(self.origin, f"first produced by module `{self.origin}` ({self.module_type}){op}")
         return [first, *self.evidence] + ([f"fix: {self.fix}"] if self.fix else [])
 
     def to_dict(self) -> dict:
-        return {"origin": self.origin, "module_type": self.module_type, "evidence": self.evidence, "fix": self.fix}
+        return {"origin": self.origin, "module_type": self.module_type, "operation": self.operation, "evidence": self.evidence, "fix": self.fix}
 
 
 def _finite(t) -> bool:
@@ -75,17 +79,22 @@ def locate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
     handles = [m.register_forward_hook(hook(n or type(model).__name__)) for n, m in model.named_modules()]
     try:
         with torch.no_grad(), (autocast() if autocast else torch.autocast("cpu", enabled=False)):
-            out = model(x)
+            with Observer(model, nonfinite=True) as obs:  # the operation, module hooks alone see the module
+                out = model(x)
             loss = loss_fn(out.float(), y) if _finite(out) else None
     finally:
         for h in handles:
             h.remove()
+    op = obs.first_nonfinite
     if first:
         name, mod, inp, out_t = first[0]
+        if op and op["module"] != name:  # a torch function in a module that has no hook of its own
+            name, mod = op["module"], dict(model.named_modules()).get(op["module"], mod)
         ins = [i for i in inp if isinstance(i, torch.Tensor) and i.is_floating_point()]
         ev = [f"its input: {_stats(ins[0])}" if ins else "its input: (none)",
               f"its output: {_stats(out_t)}" if out_t is not None else "its output: non-finite"]
-        return NonFiniteReport(name, type(mod).__name__, ev, _fix_for(mod, ins[0] if ins else None))
+        return NonFiniteReport(name, type(mod).__name__, op["operation"] if op else None, ev,
+                               _fix_for(mod, ins[0] if ins else None))
     if loss is not None and not _finite(loss):
         return NonFiniteReport("loss", evidence=[f"outputs: {_stats(out)}; loss {float(loss)}"],
                                fix="check log/exp/div in the loss (log of a value <= 0, exp overflow); "

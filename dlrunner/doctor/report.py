@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dlrunner.doctor.core import MARK, Exam
+from dlrunner.doctor.repair import lines as repair_lines
 
 STYLE = {"pass": "green", "skip": "dim", "warn": "yellow", "fail": "red"}
 
@@ -47,6 +48,10 @@ def print_report(ex: Exam, console: Console, wall: float) -> None:
         console.print("[bold]likely causes of the single-batch failure[/bold] (most supported first):")
         for i, c in enumerate(ex.causes, 1):
             console.print(f"  {i}. {c['cause']}" + (f"  [dim]evidence: {c['evidence']}[/dim]" if c["evidence"] else ""))
+    if ex.repairs:
+        console.print("[bold]repairs[/bold] (the failing experiment re-run with the remedy applied):")
+        for line in repair_lines(ex.repairs):
+            console.print(f"  {line}", soft_wrap=True)
     c = _counts(ex)
     verdict = "[red]FAIL[/red]" if c["fail"] else ("[yellow]pass with warnings[/yellow]" if c["warn"] else "[green]PASS[/green]")
     console.print(f"doctor: {verdict}: {c['pass']} passed, {c['warn']} warnings, {c['fail']} failed"
@@ -56,7 +61,8 @@ def print_report(ex: Exam, console: Console, wall: float) -> None:
 def write_report(ex: Exam, run_dir: Path, wall: float, config_yaml: str) -> None:
     c = _counts(ex)
     doc = {"status": "fail" if c["fail"] else "pass", "counts": c, "wall_time": wall,
-           "checks": [f.to_dict() for f in ex.findings.values()], "causes": ex.causes}
+           "checks": [f.to_dict() for f in ex.findings.values()], "causes": ex.causes,
+           "repairs": [vars(r) for r in ex.repairs]}
     tmp = run_dir / "doctor.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2, default=_plain))
     tmp.replace(run_dir / "doctor.json")
@@ -70,6 +76,8 @@ def write_report(ex: Exam, run_dir: Path, wall: float, config_yaml: str) -> None
         lines += ["", "## Likely causes of the single-batch failure", ""]
         lines += [f"{i}. {c['cause']}" + (f" (evidence: {c['evidence']})" if c["evidence"] else "")
                   for i, c in enumerate(ex.causes, 1)]
+    if ex.repairs:
+        lines += ["", "## Repairs", ""] + [f"- {_md(r)}" for r in repair_lines(ex.repairs)]
     model = ex.findings.get("model")
     if model and model.details.get("layers"):
         lines += ["", "## Layers", "", "| layer | type | output | params |", "|---|---|---|---|"]

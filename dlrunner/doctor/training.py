@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from dlrunner.doctor.core import Exam, Finding, set_dropout
+from dlrunner.doctor.core import Exam, Finding
 
 
 def curve_shape(losses: list[float], accs: list[float]) -> str:
@@ -160,16 +160,23 @@ def _zero_acc(ex: Exam) -> float:
 
 def budget(ex: Exam, steps: int, share: float, runs: int = 1, floor: int = 40) -> int:
     """Fewer steps for a slow model: `share` of doctor.time_budget seconds, but at least `floor`."""
+    return limited(ex, steps, share, runs, floor)[0]
+
+
+def limited(ex: Exam, steps: int, share: float, runs: int = 1, floor: int = 40) -> tuple[int, str | None]:
+    """budget(), and what set it: None when the step budget stands, else the time budget's setting."""
     seconds = float(ex.opts.get("time_budget", 0) or 0)
     t = getattr(ex, "step_time", None)
     if not seconds or not t:
-        return steps
-    return max(min(floor, steps), min(steps, int(seconds * share / (runs * t))))
+        return steps, None
+    n = max(min(floor, steps), min(steps, int(seconds * share / (runs * t))))
+    return n, (f"doctor.time_budget={seconds:g} s ({t * 1000:.0f} ms a step)" if n < steps else None)
 
 
 def baselines(ex: Exam) -> Finding:
     f = Finding("baselines", "Baselines")
-    steps = budget(ex, int(ex.opts.get("baseline_steps", 150)), 0.5, runs=3)
+    asked = int(ex.opts.get("baseline_steps", 150))
+    steps, cut = limited(ex, asked, 0.5, runs=3)
     overfit = ex.findings.get("overfit")
     # train where one batch could be fit: an LR problem is reported by the overfit check, not here
     factor = (overfit.details.get("working_factor") if overfit else None) or 1.0
@@ -179,7 +186,8 @@ def baselines(ex: Exam) -> Finding:
     f.details |= {"real": real, "zeroed_inputs": zero, "shuffled_labels": shuf, "lr": ex.lr * factor}
     maj = getattr(ex, "majority_acc", None)
     at = f" at lr {ex.lr * factor:.1e} (where one batch was fit)" if factor != 1.0 else ""
-    ev = (f"val accuracy after {real['steps']} steps{at}: real {100 * real['val_acc']:.1f}%, inputs zeroed "
+    cut = f" (cut from doctor.baseline_steps={asked} by {cut})" if cut else ""
+    ev = (f"val accuracy after {real['steps']} steps{cut}{at}: real {100 * real['val_acc']:.1f}%, inputs zeroed "
           f"{100 * zero['val_acc']:.1f}%, labels shuffled {100 * shuf['val_acc']:.1f}%"
           + (f", majority class {100 * maj:.1f}%" if maj is not None else ""))
     margin = real["val_acc"] - max(zero["val_acc"], shuf["val_acc"])
@@ -199,70 +207,6 @@ def baselines(ex: Exam) -> Finding:
                            f"{real['first_loss']:.3f} -> {real['last_loss']:.3f}), so this is inconclusive",
               "fix the optimization first (see the single-batch overfit)")
     return f
-
-
-def capacity(ex: Exam) -> Finding:
-    f = Finding("capacity", "Capacity")
-    n = int(ex.opts.get("capacity_samples", 128))
-    xs, ys = ex.sample(ex.job.train, n)
-    bs = min(ex.job.data.batch_size, 32)  # more updates per pass over a small subset
-    per_epoch = max(1, -(-len(ys) // bs))
-    epochs = max(1, budget(ex, int(ex.opts.get("capacity_steps", 1000)), 0.3, floor=120) // per_epoch)
-    tries = []
-    for factor in (1.0, 10.0):  # the question is capacity, not the LR: a faster LR may answer it
-        acc, hist = _memorize(ex, xs, ys, bs, epochs, factor)
-        tries.append({"lr": ex.lr * factor, "train_acc": acc, "epochs": len(hist), "history": hist})
-        if acc >= 0.99:
-            break
-    f.details |= {"samples": len(ys), "max_epochs": epochs, "tries": tries}
-    last = tries[-1]
-    ev = (f"{len(ys)} training samples, regularization off: {100 * last['train_acc']:.1f}% train accuracy after "
-          f"{last['epochs']} epochs at lr {last['lr']:.1e}")
-    if len(tries) > 1:
-        ev += f" (at lr {tries[0]['lr']:.1e}: {100 * tries[0]['train_acc']:.1f}% in {tries[0]['epochs']} epochs)"
-    if last["train_acc"] >= 0.99:
-        f.add("pass", ev)
-    elif last["train_acc"] >= 0.9:
-        f.add("warn", ev + " (short of 99%)", "a bigger model (model.width / model.depth), or a larger "
-                                               "doctor.capacity_epochs / doctor.time_budget")
-    else:
-        f.add("fail", ev + ": the model cannot memorize a small subset",
-              "a bug blocks learning (see the checks above) or the model is far too small")
-    return f
-
-
-def _memorize(ex: Exam, xs: torch.Tensor, ys: torch.Tensor, bs: int, epochs: int, factor: float):
-    ex.reset()
-    saved = set_dropout(ex.model, 0.0)
-    opt = ex.optimizer(factor, weight_decay=0.0)
-    acc, hist = 0.0, []
-    g = torch.Generator().manual_seed(2)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            for _ in range(epochs):
-                order = torch.randperm(len(ys), generator=g).to(ys.device)
-                for idx in order.split(bs):
-                    if len(idx) > 1:
-                        ex.step(opt, xs[idx], ys[idx])
-                acc = _subset_acc(ex, xs, ys)
-                hist.append(acc)
-                if acc >= 0.99:
-                    break
-    finally:
-        set_dropout(ex.model, None, saved)
-        ex.reset()
-    return acc, hist
-
-
-@torch.no_grad()
-def _subset_acc(ex: Exam, xs: torch.Tensor, ys: torch.Tensor) -> float:
-    ex.model.eval()
-    correct = 0
-    for x, y in zip(xs.split(256), ys.split(256)):
-        with ex.job.precision.autocast():
-            correct += int((ex.model(x).argmax(1) == y).sum())
-    ex.model.train()
-    return correct / len(ys)
 
 
 def rank_causes(ex: Exam) -> list[dict]:
@@ -291,15 +235,18 @@ def rank_causes(ex: Exam) -> list[dict]:
         "numerical instability (log/exp/div)": st("numerics") == "fail" and "a module produced NaN/Inf",
         "gradients not passing through the model": st("gradients") == "fail" and "gradient-flow check failed",
         "corrupted labels": st("baselines") == "fail" and "real run no better than shuffled labels",
+        "the model ignores its input": text("model", "ignores its input") and "different inputs, one output",
+        "the inputs carry no signal": text("data", "identical") and "every training input is the same",
         "too much regularization": _regularized(ex) or "",
-        "model too small": st("capacity") != "pass" and "cannot memorize a small subset",
+        "model too small": st("capacity") in ("warn", "fail") and "cannot memorize a small subset",
     }
-    strong = ("flipped loss or gradient sign", "incorrect inputs to the loss function",
+    direct = ("the model ignores its input", "the inputs carry no signal")  # a signature names these outright
+    strong = (*direct, "flipped loss or gradient sign", "incorrect inputs to the loss function",
               "gradients not passing through the model", "numerical instability (log/exp/div)", "corrupted labels")
     causes += [c for c in strong if evidence.get(c) and c not in causes]  # whatever the curve's shape
     # a failed check is direct evidence; an LR rerun that helped or an odd update ratio is weaker
     weak = ("learning rate too high", "learning rate too low", "too much regularization", "model too small")
-    weight = {c: (0 if not evidence.get(c) else 1 if c in weak else 2) for c in causes}
+    weight = {c: (0 if not evidence.get(c) else 1 if c in weak else 3 if c in direct else 2) for c in causes}
     ranked = sorted(causes, key=lambda c: (-weight[c], causes.index(c)))
     return [{"cause": c, "evidence": evidence.get(c) or ""} for c in ranked]
 
