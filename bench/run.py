@@ -14,6 +14,9 @@
 7. scaling: time per epoch as data.fraction, model.width and data.batch_size double.
 8. gpu: images/s and model FLOP utilization of resnet18 in bf16 + channels_last (+ compile) at batch
    256-1024, data on the device vs through a DataLoader (CUDA only; `skipped` otherwise).
+9. search (bench/search.py): the importance sweep against quasi-random search and Optuna's TPE, same
+   space, budget, job and launcher; each pick scored on the test split with 3 fresh seeds (an hour or
+   more on 2 CPU cores: `--only search`, `--search digits_lenet` for one job).
 Results go to bench/results/cpu-*.json, or gpu-*.json where CUDA is present.
 """
 from __future__ import annotations
@@ -530,7 +533,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per time-to-accuracy row")
     ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor",
-                                       "lightning", "tta", "scaling", "gpu"], default=None)
+                                       "lightning", "tta", "scaling", "gpu", "search"], default=None)
+    ap.add_argument("--search", nargs="*", default=None, help="with --only search: just these jobs (bench/search.py JOBS)")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
@@ -562,9 +566,15 @@ def main() -> None:
             res["scaling"] = scaling(tmp)
         if args.only in (None, "gpu"):
             res["gpu"] = gpu(tmp)
+        if args.only in (None, "search"):
+            from search import search  # bench/search.py
+
+            res["search"] = search(tmp, args.search)
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)
+    if args.search:
+        suffix += "-" + "-".join(args.search)
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"{'gpu' if torch.cuda.is_available() else 'cpu'}-{suffix}.json"
     out.write_text(json.dumps(res, indent=2))
