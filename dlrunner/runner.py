@@ -21,7 +21,7 @@ from dlrunner.oom import OOMGuard
 from dlrunner.verdict import final_verdict, fit_verdict
 
 IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "out_dir", "checkpoint_interval", "eval_test",
-                      "logger", "dir", "sort", "csv", "input", "format", "doctor", "climb",
+                      "stop_after", "logger", "dir", "sort", "csv", "input", "format", "doctor", "climb",
                       "trainer")  # the device count: data.batch_size is global, so a run resumes on any count
 
 
@@ -224,12 +224,15 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
                 finish(cfg, job, state, run_dir, t_start, "failed", resume_path, n_params, out, loggers,
                        extra=run_extras(world, device, state, oom, job))
             raise
-    job.tricks.on_train_end()
+    paused = state.epoch < int(cfg.epochs)  # stop_after: last.pt holds the state to continue from
+    if not paused:
+        job.tricks.on_train_end()
     saver.flush()
     if not world.main:
         return float(state.best) if state.best is not None else float("nan")
     extra = run_extras(world, device, state, oom, job)
-    return finish(cfg, job, state, run_dir, t_start, "completed", resume_path, n_params, out, loggers, extra=extra)
+    return finish(cfg, job, state, run_dir, t_start, "paused" if paused else "completed", resume_path, n_params,
+                  out, loggers, extra=extra)
 
 
 def run_extras(world: distributed.World, device: torch.device, state: TrainState, oom: OOMGuard | None,
@@ -280,7 +283,9 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
     ddp = distributed.DataParallel(job.device) if world.active else None
     val = distributed.ShardedBatches(job.val, world) if world.active else None
     any_rank = (lambda flag: distributed.any_rank(flag, job.device)) if world.active else None
-    while state.epoch < int(cfg.epochs):
+    # stop_after: pause after that many epochs (the schedule still spans cfg.epochs); resume continues
+    until = min(int(cfg.epochs), int(cfg.get("stop_after") or cfg.epochs))
+    while state.epoch < until:
         t0 = time.perf_counter()
         job.tricks.on_epoch_start(state.epoch)
         forward = ddp(job.model) if ddp else None  # after on_epoch_start: it may unfreeze layers

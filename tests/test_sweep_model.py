@@ -1,0 +1,94 @@
+"""The importance sweep's model-based parts without training: TPE proposals warm-started with
+earlier trials, fANOVA importance, the plan's settings (sweep.order, sweep.time_budget,
+sweep.method), on the known objective of tests/sweep_objective_app.py."""
+import json
+import math
+import random
+import statistics
+
+from dlrunner import sweep_tpe as tpe
+from dlrunner.sweep import fmt, propose, read_space
+from hydra_plugins.dlrun_importance_sweeper.stages import parse_duration
+from tests.test_sweep import rows, run_app, values
+
+SPACE = read_space({"optim": {"lr": [1e-4, 1e-1]}, "model": {"width": [4, 64], "act": ["relu", "gelu", "tanh"]}},
+                   {"schedule": ["constant", "cosine"]})
+
+
+def metric(p: dict) -> float:
+    """Peaks at lr 3e-3 and cosine; the width and the activation do not matter."""
+    return -0.3 * (math.log10(float(p["optim.lr"])) - math.log10(3e-3)) ** 2 - (p["schedule"] != "cosine")
+
+
+def history(n: int) -> list:
+    """n points drawn at random (independently per key), with their metric."""
+    rng = random.Random(1)
+    pts = [{k: p.value(rng.random()) for k, p in SPACE.items()} for _ in range(n)]
+    return [({k: fmt(v) for k, v in p.items()}, metric(p)) for p in pts]
+
+
+def test_tpe_proposals_follow_every_earlier_trial():
+    hist = history(16)
+    pts = tpe.propose(SPACE, hist, list(SPACE), lambda point, key: True, 8, seed=0, lower=False)
+    assert len({tuple(sorted(p.items())) for p in pts}) == 8  # a batch never repeats a point
+    assert all(1e-4 <= p["optim.lr"] <= 1e-1 and isinstance(p["model.width"], int) for p in pts)
+    # against 8 fresh quasi-random points, TPE's land nearer the optimum the history points to
+    fresh = propose(list(SPACE.values()), 8, seed=7)
+    assert statistics.mean(metric(p) for p in pts) > statistics.mean(metric(p) for p in fresh) + 0.2
+    assert sum(p["schedule"] == "cosine" for p in pts) >= 6
+    # proposals are a function of the history and the seed: a resumed sweep replays them
+    again = tpe.propose(SPACE, hist, list(SPACE), lambda point, key: True, 8, seed=0, lower=False)
+    assert again == pts
+    # a key another key's choice removes is not asked (optim.momentum exists only under sgd)
+    gated = tpe.propose(SPACE, hist, ["schedule", "optim.lr"], lambda point, key: key != "optim.lr"
+                        or point.get("schedule") == "cosine", 4, seed=0, lower=False)
+    assert all(("optim.lr" in p) == (p["schedule"] == "cosine") for p in gated)
+
+
+def test_importance_is_measured_over_all_trials():
+    imp = tpe.importance(SPACE, history(24), lower=False)
+    assert set(imp) == set(SPACE) and math.isclose(sum(imp.values()), 1.0, rel_tol=1e-6)
+    assert list(imp)[:2] in (["optim.lr", "schedule"], ["schedule", "optim.lr"])  # the two that matter
+    assert max(imp["model.width"], imp["model.act"]) < min(imp["optim.lr"], imp["schedule"])
+    assert tpe.importance(SPACE, history(2), lower=False) == {}  # too few trials to say
+
+
+def test_durations():
+    assert parse_duration("30m") == 1800 and parse_duration("2h") == 7200 and parse_duration(90) == 90
+    assert parse_duration("45s") == 45 and parse_duration(None) is None
+
+
+def test_an_earlier_sweeps_measured_order_becomes_the_tiers(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    assert run_app(first, "sweep=importance", "sweep.budget=20").returncode == 0
+    measured = json.loads((first / "sw" / "importance.json").read_text())["measured"]
+    order = sorted(measured, key=lambda k: -measured[k])
+    res = run_app(second, "sweep=importance", "sweep.budget=10", f"sweep.order={first / 'sw'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "tiers from the measured order" in res.stdout
+    tier1 = [values(t) for t in rows(second) if t["stage"] == "tier1"]
+    # tier1 now holds the 4 keys measured most important (as many as the configured first tier)
+    assert tier1 and set().union(*tier1) <= set(order[:4]) and len(set().union(*tier1)) >= 2
+
+
+def test_time_budget_leaves_the_search_and_keeps_the_pick(tmp_path):
+    res = run_app(tmp_path, "sweep=importance", "sweep.time_budget=0.001")
+    assert res.returncode == 0, res.stderr[-3000:]
+    # no time for any stage: the baseline, then its second-seed re-run
+    assert [(t["stage"], t["seed"]) for t in rows(tmp_path)] == [("baseline", "0"), ("confirm", "1")]
+    assert "out of time" in res.stdout
+
+
+def test_random_and_tpe_methods_search_every_key_at_once(tmp_path):
+    for method in ("random", "tpe"):
+        (tmp_path / method).mkdir()
+        res = run_app(tmp_path / method, "sweep=importance", f"sweep.method={method}", "sweep.budget=12",
+                      "sweep.space.model.depth=[1,2]")
+        assert res.returncode == 0, res.stderr[-3000:]
+        trials = rows(tmp_path / method)
+        assert len(trials) == 12 and [t["stage"] for t in trials] == [method] * 10 + ["confirm"] * 2
+        first = values(trials[0])  # from the first trial on, keys of every tier move together
+        assert {"optim.lr", "model.init", "data.batch_size", "model.act"} <= set(first)
+        best = json.loads((tmp_path / method / "sw" / "importance.json").read_text())["best"]
+        assert best["seeds"] == [0, 1]
