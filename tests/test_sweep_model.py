@@ -92,3 +92,47 @@ def test_random_and_tpe_methods_search_every_key_at_once(tmp_path):
         assert {"optim.lr", "model.init", "data.batch_size", "model.act"} <= set(first)
         best = json.loads((tmp_path / method / "sw" / "importance.json").read_text())["best"]
         assert best["seeds"] == [0, 1]
+
+
+def test_trials_per_gpu_asks_for_a_share_of_a_gpu_or_workers_per_gpu(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.dlrun_importance_sweeper import placement
+
+    def config(kind: str, n):
+        target = {"ray": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+                  "joblib": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}[kind]
+        return OmegaConf.create({"sweep": {"trials_per_gpu": n}, "hydra": {"launcher": {
+            "_target_": target, "n_jobs": -1, "ray": {"remote": {}}}}})
+
+    monkeypatch.setattr(placement, "cuda_count", lambda: 2)
+    ray = config("ray", 4)
+    assert placement.apply(ray, []) == 8 and ray.hydra.launcher.ray.remote.num_gpus == 0.25  # 4 per device
+    joblib = config("joblib", 3)
+    assert placement.apply(joblib, []) == 6 and joblib.hydra.launcher.n_jobs == 6  # 3 workers per GPU
+    given = config("joblib", 3)
+    placement.apply(given, ["hydra.launcher.n_jobs=2"])
+    assert given.hydra.launcher.n_jobs == -1  # the command line's n_jobs wins (the config keeps its own)
+    # local workers are spread over the devices in turn; Ray places its trials itself
+    assert placement.devices("joblib", 5, 2) == [["device=cuda:0"], ["device=cuda:1"]] * 2 + [["device=cuda:0"]]
+    assert placement.devices("ray", 3, 2) == [[], [], []] and placement.devices("joblib", 2, 1) == [[], []]
+    off = config("ray", None)
+    assert placement.apply(off, []) is None and "num_gpus" not in off.hydra.launcher.ray.remote
+    monkeypatch.setattr(placement, "cuda_count", lambda: 0)  # no GPU: N workers on the CPU
+    assert placement.apply(config("joblib", 3), []) == 3
+
+
+def test_trials_per_gpu_runs_that_many_trials_at_once(tmp_path):
+    import pytest
+
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    res = run_app(tmp_path, "sweep=importance", "sweep.budget=20", "sweep.trials_per_gpu=3",
+                  "hydra/launcher=joblib", "sweep.space.model.depth=[1,2]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = res.stdout + res.stderr
+    assert "n_jobs=3" in log  # three workers on this machine's one (CPU) device
+    # TPE proposes three at a time (the refinement: 3 trials in one launch), not sweep.batch's 2
+    refine = [t for t in rows(tmp_path) if t["stage"] == "refine"]
+    assert len(refine) == 3 and log.count("is launching 3 jobs") >= 3
+    bad = run_app(tmp_path, "sweep=importance", "sweep.trials_per_gpu=0")
+    assert bad.returncode == 2 and "sweep.trials_per_gpu must be null or an integer >= 1" in bad.stderr

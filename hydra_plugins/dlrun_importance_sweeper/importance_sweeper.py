@@ -24,6 +24,7 @@ from rich.console import Console
 from dlrunner import sweep as sw
 from dlrunner import sweep_tpe as tpe
 from dlrunner.errors import DlrunError
+from hydra_plugins.dlrun_importance_sweeper import placement
 from hydra_plugins.dlrun_importance_sweeper.stages import Stages
 
 _ABSENT = object()
@@ -70,6 +71,11 @@ class ImportanceSweeper(Stages, Sweeper):
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
+        self.setup_error: DlrunError | None = None
+        try:  # sweep.trials_per_gpu first: its fractional GPU request wins over gpus_per_trial's
+            self.gpu_batch = placement.apply(config, [str(o) for o in config.hydra.overrides.hydra])
+        except DlrunError as e:  # reported by sweep() as one line, before any trial
+            self.setup_error, self.gpu_batch = e, None
         _gpus_per_ray_trial(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
@@ -86,6 +92,8 @@ class ImportanceSweeper(Stages, Sweeper):
         assert self.config is not None and self.hydra_context is not None
         if "sweep" not in self.config:
             raise DlrunError("hydra/sweeper=dlrun_importance needs a `sweep:` block: use `sweep=importance`")
+        if getattr(self, "setup_error", None):
+            raise self.setup_error
         self.s = OmegaConf.to_container(self.config.sweep, resolve=True)
         self.base = self._check_arguments(arguments)
         self.fixed = {_key(a) for a in self.base}
@@ -155,6 +163,9 @@ class ImportanceSweeper(Stages, Sweeper):
                 raise StopSweep(f"{failed} failed trials (sweep.max_failures={limit})")
             jobs = [[a for a in self.base if _key(a) not in t.values and _key(a) != "seed"] + t.overrides
                     for t in todo]
+            if getattr(self, "gpu_batch", None):  # sweep.trials_per_gpu: local workers spread over the GPUs
+                where = placement.devices(placement.launcher_kind(self.config), len(jobs), placement.cuda_count())
+                jobs = [j + d for j, d in zip(jobs, where)]
             tic = time.perf_counter()
             results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
             per_job = (time.perf_counter() - tic) / len(todo)

@@ -91,7 +91,7 @@ class Stages:
                              f"{confirm} confirmation re-runs")
         self.deadline = parse_duration(self.s.get("time_budget"))
         self.t0 = time.perf_counter()
-        batch = max(1, int(self.s.get("batch", 2)))
+        batch = self._batch()
         method = str(self.s.get("method", "importance"))
         if method != "importance":  # the searches a user would otherwise run, for comparison
             self.inc = {"values": {}, "trials": []}
@@ -164,6 +164,12 @@ class Stages:
         return [(self._full_values(t), t.metric if t.ok else None) for t in self.trials
                 if t.seed == self.seeds[0] and t.round < 3 and (t.ok or t.run_dir)]
 
+    def _batch(self) -> int:
+        """Points TPE proposes together: sweep.batch, or with sweep.trials_per_gpu the trials that run at once."""
+        given = any(a.startswith("sweep.batch=") for a in self.base)
+        gpu = getattr(self, "gpu_batch", None)
+        return max(1, int(gpu if gpu and not given else self.s.get("batch", 2)))
+
     def _out_of_time(self) -> bool:
         if self.deadline is None:
             return False
@@ -183,7 +189,7 @@ class Stages:
             return 0
         self.console.print(f"stage {name}: {', '.join(p.key for p in params)} ({n} trials)")
         seed = int(self.s.get("sobol_seed", 0))
-        batch = max(1, int(self.s.get("batch", 2)))
+        batch = self._batch()
         fresh = [p for p in params if p.key in new]
         n_fresh = min(n_fresh, n) if fresh else 0
         trials = [self._trial(name, 1, self.seeds[0], pt) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
