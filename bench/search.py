@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = {  # name: the job's overrides (what every trial and every test run shares)
     "mnist1d_conv1d": ["data=mnist1d", "model=conv1d", "epochs=10"],
-    "digits_lenet": [],  # the default job: digits, lenet, 20 epochs
+    "digits_lenet": ["epochs=10"],  # the default job (digits, lenet) at 10 epochs
 }
 METHODS = ["importance", "random", "tpe"]
 TEST_SEEDS = [2, 3, 4]
