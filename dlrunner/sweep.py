@@ -15,7 +15,7 @@ from typing import Any
 
 from dlrunner.errors import DlrunError
 
-CSV_FIELDS = ["trial", "stage", "round", "seed", "overrides", "metric", "time", "status", "error", "run_dir"]
+CSV_FIELDS = ["trial", "stage", "round", "seed", "overrides", "metric", "time", "status", "error", "run_dir", "launch"]
 
 
 @dataclass
@@ -190,10 +190,16 @@ class Trial:
     status: str = "pending"         # completed | failed
     error: str = ""
     run_dir: str = ""
+    launch: dict[str, str] = field(default_factory=dict)  # how it runs, not what: stop_after, resume
 
     @property
     def overrides(self) -> list[str]:
-        return [f"{k}={v}" for k, v in sorted(self.values.items())] + [f"seed={self.seed}"]
+        return [f"{k}={v}" for k, v in sorted({**self.values, **self.launch}.items())] + [f"seed={self.seed}"]
+
+    @property
+    def full(self) -> bool:
+        """Trained for the whole `epochs` (not a successive-halving rung paused by stop_after)."""
+        return "stop_after" not in self.launch
 
     @property
     def key(self) -> str:
@@ -207,7 +213,8 @@ class Trial:
         return {"trial": self.trial, "stage": self.stage, "round": self.round, "seed": self.seed,
                 "overrides": " ".join(f"{k}={v}" for k, v in sorted(self.values.items())),
                 "metric": "" if math.isnan(self.metric) else f"{self.metric:.6g}", "time": f"{self.time:.2f}",
-                "status": self.status, "error": self.error, "run_dir": self.run_dir}
+                "status": self.status, "error": self.error, "run_dir": self.run_dir,
+                "launch": " ".join(f"{k}={v}" for k, v in sorted(self.launch.items()))}
 
 
 def read_trials(path: Path) -> dict[str, Trial]:
@@ -220,7 +227,8 @@ def read_trials(path: Path) -> dict[str, Trial]:
             values = dict(kv.split("=", 1) for kv in r["overrides"].split()) if r["overrides"] else {}
             t = Trial(r["stage"], int(r["round"]), int(r["seed"]), values, int(r["trial"]),
                       float(r["metric"]) if r["metric"] else float("nan"), float(r["time"] or 0),
-                      r["status"], r["error"], r["run_dir"])
+                      r["status"], r["error"], r["run_dir"],
+                      dict(kv.split("=", 1) for kv in (r.get("launch") or "").split()))
             out[t.key] = t
     return out
 

@@ -136,3 +136,29 @@ def test_trials_per_gpu_runs_that_many_trials_at_once(tmp_path):
     assert len(refine) == 3 and log.count("is launching 3 jobs") >= 3
     bad = run_app(tmp_path, "sweep=importance", "sweep.trials_per_gpu=0")
     assert bad.returncode == 2 and "sweep.trials_per_gpu must be null or an integer >= 1" in bad.stderr
+
+
+def test_successive_halving_continues_the_best_short_runs(tmp_path):
+    res = run_app(tmp_path, "sweep=importance", "sweep.budget=12", "sweep.halving=3", "epochs=9",
+                  "sweep.space.model.depth=[1,2]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    short = [t for t in trials if t["launch"] == "stop_after=3"]
+    resumed = [t for t in trials if t["launch"].startswith("resume=")]
+    assert short and resumed and all(t["round"] == "4" for t in resumed)
+    by_dir = {t["run_dir"]: t for t in short}
+    for stage in {t["stage"] for t in short}:
+        runs = sorted((t for t in short if t["stage"] == stage), key=lambda t: -float(t["metric"]))
+        cont = [t for t in resumed if t["stage"] == stage]
+        # the best third of the stage's short runs, each continued from its own run folder, same point
+        assert len(cont) == math.ceil(len(runs) / 3)
+        assert {by_dir[t["launch"].split("=", 1)[1]]["overrides"] for t in cont} == {t["overrides"] for t in runs[:len(cont)]}
+        assert all(t["overrides"] == by_dir[t["launch"].split("=", 1)[1]]["overrides"] for t in cont)
+    # more points tried than whole runs fit in the same epochs (a short run costs 1/3, a continuation 2/3)
+    spent = len(short) / 3 + len(resumed) * 2 / 3
+    assert len(short) > 1.3 * spent and len(short) >= 2 * len(resumed)
+    # the pick comes from whole runs only, confirmed from scratch with the second seed
+    best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
+    picked = [t for t in trials if int(t["trial"]) in best["trials"]]
+    assert best["seeds"] == [0, 1] and all(t["launch"] == "" or t["launch"].startswith("resume=") for t in picked)
+    assert [t["launch"] for t in trials if t["stage"] == "confirm"] == ["", ""]

@@ -229,7 +229,7 @@ class ImportanceSweeper(Stages, Sweeper):
                 args = [str(a) for a in OmegaConf.load(over)]
             except Exception:  # a half-written file: the trial runs again
                 continue
-            if info.get("status") != "completed" or info.get("value") is None:
+            if info.get("status") not in ("completed", "paused") or info.get("value") is None:
                 continue
             values = {_key(a): a.split("=", 1)[1] for a in args if a not in self.base and _key(a) != "seed"}
             seed = next((int(a.split("=", 1)[1]) for a in args if _key(a) == "seed"), self.seeds[0])

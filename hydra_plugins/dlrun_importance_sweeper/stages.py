@@ -99,7 +99,7 @@ class Stages:
             every = list(self.params)
             n = budget - confirm
             if method == "random":
-                self._stage("random", every, n, every, n_fresh=n)
+                self._stage("random", every, n, every, n_fresh=10**9)  # every point quasi-random
             elif method == "tpe":
                 self._stage("tpe", every, n, [], n_fresh=0, startup=int(self.s.get("tpe_startup", 8)))
             else:
@@ -161,8 +161,20 @@ class Stages:
         return out
 
     def _history(self) -> tpe.History:
+        """The searched trials TPE and the importance estimate learn from: with successive halving the
+        short (rung) runs alone, so that every metric is on the same footing."""
+        short = self._halving()[0] > 1
         return [(self._full_values(t), t.metric if t.ok else None) for t in self.trials
-                if t.seed == self.seeds[0] and t.round < 3 and (t.ok or t.run_dir)]
+                if t.seed == self.seeds[0] and t.round < 3 and (t.ok or t.run_dir) and (t.full != short)]
+
+    def _finished(self) -> list[sw.Trial]:
+        """Trials trained for the whole `epochs` with the searches' seed: what the pick is chosen from."""
+        return [t for t in self.trials if t.seed == self.seeds[0] and t.round != 3 and t.full]
+
+    def _halving(self) -> tuple[int, int]:
+        """(k, rung epochs): with sweep.halving=k > 1 a point first trains epochs // k epochs."""
+        k, epochs = int(self.s.get("halving") or 1), int(self.config.get("epochs", 1))
+        return (k, max(1, epochs // k)) if k > 1 and epochs // k < epochs else (1, epochs)
 
     def _batch(self) -> int:
         """Points TPE proposes together: sweep.batch, or with sweep.trials_per_gpu the trials that run at once."""
@@ -190,24 +202,48 @@ class Stages:
         self.console.print(f"stage {name}: {', '.join(p.key for p in params)} ({n} trials)")
         seed = int(self.s.get("sobol_seed", 0))
         batch = self._batch()
+        k, rung = self._halving()
+        points = n if k == 1 else round(n * k * k / (2 * k - 1))  # the same epochs: 1/k each, 1/k of them k-1/k more
         fresh = [p for p in params if p.key in new]
-        n_fresh = min(n_fresh, n) if fresh else 0
-        trials = [self._trial(name, 1, self.seeds[0], pt) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
+        n_fresh = min(n_fresh, points) if fresh else 0
+        trials = [self._point(name, 1, pt, rung) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
         if trials:
             self._run(trials)
-        while len(trials) < n and not self._out_of_time():
-            k = min(batch, n - len(trials))
-            pts = tpe.propose(self.params, self._history(), [p.key for p in params], self._open_exists, k,
+        while len(trials) < points and not self._out_of_time():
+            m = min(batch, points - len(trials))
+            pts = tpe.propose(self.params, self._history(), [p.key for p in params], self._open_exists, m,
                               seed * 1000 + len(self.trials), self.lower, startup)
-            new = [self._trial(name, 2, self.seeds[0], pt) for pt in pts]
+            new = [self._point(name, 2, pt, rung) for pt in pts]
             self._run(new)
             trials += new
-        self.stages.append({"name": name, "keys": [p.key for p in params]})
-        best = self._best([t for t in self.trials if t.seed == self.seeds[0] and t.round < 3])
+        promoted = self._promote(name, trials, k)
+        self.stages.append({"name": name, "keys": [p.key for p in params], "points": len(trials)})
+        best = self._best(self._finished())
         if best is not None:
             self.inc = {"values": dict(best.values), "trials": [best]}
-        self._table(name, trials)
-        return len(trials)
+        self._table(name, trials + promoted)
+        return len(trials) if k == 1 else round((len(trials) + len(promoted) * (k - 1)) / k)
+
+    def _point(self, stage: str, rnd: int, point: dict[str, Any], rung: int) -> sw.Trial:
+        t = self._trial(stage, rnd, self.seeds[0], point)
+        if self._halving()[0] > 1:
+            t.launch = {"stop_after": str(rung)}
+        return t
+
+    def _promote(self, name: str, trials: list[sw.Trial], k: int) -> list[sw.Trial]:
+        """Successive halving: the best 1/k of a stage's short runs continue from their checkpoints
+        (`resume=RUN_DIR`, the schedule already set for `epochs`) to the end."""
+        if k == 1:
+            return []
+        ok = sorted((t for t in trials if t.ok and t.run_dir), key=lambda t: t.metric, reverse=not self.lower)
+        go = []
+        for t in ok[: math.ceil(len(trials) / k)]:
+            c = self._trial(name, 4, self.seeds[0], {})
+            c.values, c.launch = dict(t.values), {"resume": t.run_dir}
+            go.append(c)
+        if go:
+            self._run(go)
+        return go
 
     def _open_exists(self, point: dict[str, Any], key: str) -> bool:
         """Whether `key` is in the config of the incumbent's groups with the point's choices so far."""
@@ -234,7 +270,7 @@ class Stages:
     def _confirm(self, k: int) -> None:
         """Re-run the k best distinct points with the second seed; the pick is the best 2-seed mean."""
         ranked, seen = [], set()
-        for t in sorted((t for t in self.trials if t.ok and t.seed == self.seeds[0] and t.round < 3),
+        for t in sorted((t for t in self._finished() if t.ok),
                         key=lambda t: t.metric, reverse=not self.lower):
             if t.key not in seen:
                 seen.add(t.key)
