@@ -118,7 +118,8 @@ class Stages:
         for i in range(len(self.tiers)):
             keys = [k for t in self.tiers[: i + 1] for k in t]
             n = alloc[i] + carry
-            carry = n - self._stage(f"tier{i + 1}", keys, n, self.tiers[i], n_fresh=n if i == 0 else min(batch, n))
+            first = 10**9 if i == 0 else batch  # tier1: every point quasi-random; later: one batch over the new keys
+            carry = n - self._stage(f"tier{i + 1}", keys, n, self.tiers[i], n_fresh=first)
         self._stage("refine", self._important_keys(), alloc[-1] + carry, [], n_fresh=0)
         self._confirm(confirm)
 
