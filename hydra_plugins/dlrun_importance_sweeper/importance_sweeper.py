@@ -312,7 +312,7 @@ class ImportanceSweeper(Stages, Sweeper):
     def _finish(self, stopped: str) -> None:
         inc = getattr(self, "inc", None)
         measured = self._measured()
-        tiers = {k: i + 1 for i, t in enumerate(getattr(self, "tiers", [])) for k in t}
+        tiers = {k: i + 1 for i, t in enumerate(self.s.get("tiers") or []) for k in t}  # the guides', not sweep.order's
         result = {"optimized_metric": self.metric, "stopped": stopped or None, "trials": len(self.trials),
                   "failed": sum(t.status == "failed" for t in self.trials), "measured": measured,
                   "params": {k: {"importance": measured.get(k), "tier": tiers.get(k)} for k in self.params},
