@@ -535,6 +535,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor",
                                        "lightning", "tta", "scaling", "gpu", "search"], default=None)
     ap.add_argument("--search", nargs="*", default=None, help="with --only search: just these jobs (bench/search.py JOBS)")
+    ap.add_argument("--methods", nargs="*", default=None, help="with --only search: just these sweep.method values")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
@@ -569,12 +570,12 @@ def main() -> None:
         if args.only in (None, "search"):
             from search import search  # bench/search.py
 
-            res["search"] = search(tmp, args.search)
+            res["search"] = search(tmp, args.search, args.methods)
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)
     if args.search:
-        suffix += "-" + "-".join(args.search)
+        suffix += "-" + "-".join(args.search + (args.methods or []))
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"{'gpu' if torch.cuda.is_available() else 'cpu'}-{suffix}.json"
     out.write_text(json.dumps(res, indent=2))

@@ -73,14 +73,14 @@ def score(tmp: Path, job: list[str], values: dict[str, str], seeds: list[int], j
     return out
 
 
-def compare(tmp: Path, name: str, budget: int = 24, jobs: int = 2) -> dict:
+def compare(tmp: Path, name: str, budget: int = 24, jobs: int = 2, methods: list[str] | None = None) -> dict:
     job = JOBS[name]
     base = score(tmp, job, {}, [0, 1, *TEST_SEEDS], jobs)
     res = {"job": job, "budget": budget, "parallel": jobs, "test_seeds": TEST_SEEDS,
            "default": {"pick_val_2seed": (base[0]["val"] + base[1]["val"]) / 2,
                        "test": [base[s]["test"] for s in TEST_SEEDS]}}
     res["default"]["test_mean"] = sum(res["default"]["test"]) / len(TEST_SEEDS)
-    for method in METHODS:
+    for method in methods or METHODS:
         r = sweep(tmp, job, method, budget, jobs)
         scored = score(tmp, job, r["pick"], TEST_SEEDS, jobs)
         r["test"] = [scored[s]["test"] for s in TEST_SEEDS]
@@ -91,9 +91,9 @@ def compare(tmp: Path, name: str, budget: int = 24, jobs: int = 2) -> dict:
     return res
 
 
-def search(tmp: Path, names: list[str] | None = None) -> dict:
-    """The comparison on every job of JOBS (or `names`), one after the other."""
-    return {name: compare(tmp, name) for name in (names or JOBS)}
+def search(tmp: Path, names: list[str] | None = None, methods: list[str] | None = None) -> dict:
+    """The comparison on every job of JOBS (or `names`), one after the other (`methods`: some only)."""
+    return {name: compare(tmp, name, methods=methods) for name in (names or JOBS)}
 
 
 def table(res: dict) -> None:

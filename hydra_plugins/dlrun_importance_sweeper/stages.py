@@ -161,11 +161,14 @@ class Stages:
                     out[k] = sw.fmt(own)
         return out
 
-    def _history(self) -> tpe.History:
+    def _history(self, searched: bool = False) -> tpe.History:
         """The searched trials TPE and the importance estimate learn from: with successive halving the
-        short (rung) runs alone, so that every metric is on the same footing."""
+        short (rung) runs alone, so that every metric is on the same footing. `searched`: each trial's
+        values of the keys the sweep set in it, not the config's values of the others (for TPE: a key
+        no stage has searched yet is unknown, not known to be best at the config's value)."""
         short = self._halving()[0] > 1
-        return [(self._full_values(t), t.metric if t.ok else None) for t in self.trials
+        return [({k: v for k, v in t.values.items() if k in self.params} if searched else self._full_values(t),
+                 t.metric if t.ok else None) for t in self.trials
                 if t.seed == self.seeds[0] and t.round < 3 and (t.ok or t.run_dir) and (t.full != short)]
 
     def _finished(self) -> list[sw.Trial]:
@@ -212,7 +215,7 @@ class Stages:
             self._run(trials)
         while len(trials) < points and not self._out_of_time():
             m = min(batch, points - len(trials))
-            pts = tpe.propose(self.params, self._history(), [p.key for p in params], self._open_exists, m,
+            pts = tpe.propose(self.params, self._history(searched=True), [p.key for p in params], self._open_exists, m,
                               seed * 1000 + len(self.trials), self.lower, startup)
             new = [self._point(name, 2, pt, rung) for pt in pts]
             self._run(new)
