@@ -115,11 +115,19 @@ def table(res: dict) -> None:
                   + f" | {x['test_mean']:.3f} |")
 
 
+def measured() -> dict:
+    """Every job and method measured, from bench/results/cpu-search*.json (one file per `--search JOB
+    [--methods ...]` run): a file naming fewer jobs or methods (a longer name) is read later, and its
+    methods replace the earlier file's."""
+    merged: dict = {}
+    for path in sorted((ROOT / "bench" / "results").glob("cpu-search*.json"), key=lambda p: (len(p.name), p.name)):
+        for job, r in json.loads(path.read_text())["search"].items():
+            merged.setdefault(job, {}).update(r)
+    return merged
+
+
 if __name__ == "__main__":
     if "--table" in sys.argv:  # every job measured, from cpu-search*.json (one file per `--search` run)
-        merged: dict = {}
-        for path in sorted((ROOT / "bench" / "results").glob("cpu-search*.json")):
-            merged.update(json.loads(path.read_text())["search"])
-        table(merged)
+        table(measured())
     else:
         print("run it with `make bench ARGS=\"--only search\"`")

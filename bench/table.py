@@ -223,13 +223,10 @@ heading("GPU throughput",
 gpu_table(g)
 if r.get("search"):  # bench/search.py: one file per job measured (cpu-search-<job>.json), merged here
     sys.path.insert(0, str(Path(__file__).parent))
-    from search import table as search_table
+    from search import measured as search_measured, table as search_table
 
     heading("Search: the importance sweep against random search and TPE",
             "Same space, budget, job, launcher (joblib, 2 trials at a time, 1 thread each) and pick rule (the\n"
             "2 best points re-run with seed 1, best 2-seed val mean); each pick trained with seeds 2, 3, 4 and\n"
             "scored on the test split (`eval_test=true`).", 'make bench ARGS="--only search"')
-    found = {}
-    for path in sorted(results.glob("cpu-search*.json")):
-        found.update(json.loads(path.read_text())["search"])
-    search_table(found)
+    search_table(search_measured())
