@@ -19,6 +19,9 @@
 10. presets: every recipe in conf/experiment/ as its header runs it (bench/presets.py); the figures
    its header quotes.
 11. watch: time per epoch with the watchdog on against off, same job, alternated (bench/watch.py).
+12. search (bench/search.py): the importance sweep against quasi-random search and Optuna's TPE, same
+   space, budget, job and launcher; each pick scored on the test split with 3 fresh seeds (an hour or
+   more on 2 CPU cores: `--only search`, `--search digits_lenet` for one job).
 Results go to bench/results/cpu-*.json, or gpu-*.json where CUDA is present.
 """
 from __future__ import annotations
@@ -536,8 +539,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds per time-to-accuracy row")
     ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor",
                                        "lightning", "tta", "scaling", "gpu", "startup", "presets",
-                                       "watch"], default=None)
+                                       "watch", "search"], default=None)
     ap.add_argument("--presets", nargs="*", default=None, help="with --only presets: just these")
+    ap.add_argument("--search", nargs="*", default=None, help="with --only search: just these jobs (bench/search.py JOBS)")
+    ap.add_argument("--methods", nargs="*", default=None, help="with --only search: just these sweep.method values")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
@@ -583,11 +588,17 @@ def main() -> None:
             res["watch"] = {name: watch_bench.cost(tmp, o, args.rounds, compose_cfg) for name, o in
                             {"digits_lenet": [], "mnist1d_conv1d": ["data=mnist1d", "model=conv1d",
                                                                    f"data.root={tmp / 'data'}"]}.items()}
+        if args.only in (None, "search"):
+            from search import search  # bench/search.py
+
+            res["search"] = search(tmp, args.search, args.methods)
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)
     if args.presets:  # a subset: cpu-presets.json keeps every preset's figures
         suffix += "-" + "-".join(args.presets)
+    if args.search:
+        suffix += "-" + "-".join(args.search + (args.methods or []))
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"{'gpu' if torch.cuda.is_available() else 'cpu'}-{suffix}.json"
     out.write_text(json.dumps(res, indent=2))

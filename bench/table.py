@@ -249,3 +249,12 @@ heading("GPU throughput",
         "`torch.utils.flop_counter`) per second over the GPU's dense bf16 peak (`bench/measure.py`).",
         'make bench ARGS="--only gpu"', " on a machine with CUDA (elsewhere it records `skipped: no CUDA`)")
 gpu_table(g)
+if r.get("search"):  # bench/search.py: one file per job measured (cpu-search-<job>.json), merged here
+    sys.path.insert(0, str(Path(__file__).parent))
+    from search import measured as search_measured, table as search_table
+
+    heading("Search: the importance sweep against random search and TPE",
+            "Same space, budget, job, launcher (joblib, 2 trials at a time, 1 thread each) and pick rule (the\n"
+            "2 best points re-run with seed 1, best 2-seed val mean); each pick trained with seeds 2, 3, 4 and\n"
+            "scored on the test split (`eval_test=true`).", 'make bench ARGS="--only search"')
+    search_table(search_measured())

@@ -22,7 +22,7 @@ from dlrunner.painter import Painter
 from dlrunner.timing import Timings
 from dlrunner.verdict import final_verdict, fit_verdict
 
-IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "plots", "out_dir", "checkpoint_interval", "eval_test",
+IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "plots", "stop_after", "out_dir", "checkpoint_interval", "eval_test",
                       "logger", "dir", "sort", "csv", "input", "format", "doctor", "climb",
                       "trainer",  # the device count: data.batch_size is global, so a run resumes on any count
                       "watch", "watch_every")  # the watchdog only reads the run
@@ -246,8 +246,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
         except Exception:  # keep the last finished epoch on disk, record the failure, show the error
             close("failed")
             raise
-    job.tricks.on_train_end()
-    return close("completed")
+    paused = state.epoch < int(cfg.epochs)  # stop_after: last.pt holds the state to continue from
+    if not paused:
+        job.tricks.on_train_end()
+    return close("paused" if paused else "completed")
 
 
 def carry_over(resume_path: Path, ckdir: Path, history: list[dict], run_dir: Path) -> None:
@@ -312,7 +314,9 @@ def run_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, stop:
     ddp = distributed.DataParallel(job.device) if world.active else None
     val = distributed.ShardedBatches(job.val, world) if world.active else None
     any_rank = (lambda flag: distributed.any_rank(flag, job.device)) if world.active else None
-    while state.epoch < int(cfg.epochs):
+    # stop_after: pause after that many epochs (the schedule still spans cfg.epochs); resume continues
+    until = min(int(cfg.epochs), int(cfg.get("stop_after") or cfg.epochs))
+    while state.epoch < until:
         t0 = time.perf_counter()
         job.tricks.on_epoch_start(state.epoch)
         forward = ddp(job.model) if ddp else None  # after on_epoch_start: it may unfreeze layers

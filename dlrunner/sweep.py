@@ -15,7 +15,7 @@ from typing import Any
 
 from dlrunner.errors import DlrunError
 
-CSV_FIELDS = ["trial", "stage", "round", "seed", "overrides", "metric", "time", "status", "error", "run_dir"]
+CSV_FIELDS = ["trial", "stage", "round", "seed", "overrides", "metric", "time", "status", "error", "run_dir", "launch"]
 
 
 @dataclass
@@ -57,20 +57,6 @@ class Param:
         if self.kind == "log":
             return (math.log(v) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
         return (v - self.low) / (self.high - self.low)
-
-    def widened(self, side: str, fraction: float) -> Param:
-        """The same parameter with the range extended past `low` or `high` by a fraction of its width."""
-        if self.kind == "log":
-            span = fraction * (math.log(self.high) - math.log(self.low))
-            low = self.low / math.exp(span) if side == "low" else self.low
-            high = self.high * math.exp(span) if side == "high" else self.high
-        else:
-            span = fraction * (self.high - self.low)
-            low = max(0.0, self.low - span) if side == "low" else self.low  # linear ranges here are >= 0
-            high = self.high + span if side == "high" else self.high
-        if self.integer:
-            low, high = max(1, math.floor(low)), max(1, math.ceil(high))
-        return Param(self.key, self.kind, low, high, self.integer)
 
 
 def parse_param(key: str, spec: Any) -> Param:
@@ -204,10 +190,16 @@ class Trial:
     status: str = "pending"         # completed | failed
     error: str = ""
     run_dir: str = ""
+    launch: dict[str, str] = field(default_factory=dict)  # how it runs, not what: stop_after, resume
 
     @property
     def overrides(self) -> list[str]:
-        return [f"{k}={v}" for k, v in sorted(self.values.items())] + [f"seed={self.seed}"]
+        return [f"{k}={v}" for k, v in sorted({**self.values, **self.launch}.items())] + [f"seed={self.seed}"]
+
+    @property
+    def full(self) -> bool:
+        """Trained for the whole `epochs` (not a successive-halving rung paused by stop_after)."""
+        return "stop_after" not in self.launch
 
     @property
     def key(self) -> str:
@@ -221,7 +213,8 @@ class Trial:
         return {"trial": self.trial, "stage": self.stage, "round": self.round, "seed": self.seed,
                 "overrides": " ".join(f"{k}={v}" for k, v in sorted(self.values.items())),
                 "metric": "" if math.isnan(self.metric) else f"{self.metric:.6g}", "time": f"{self.time:.2f}",
-                "status": self.status, "error": self.error, "run_dir": self.run_dir}
+                "status": self.status, "error": self.error, "run_dir": self.run_dir,
+                "launch": " ".join(f"{k}={v}" for k, v in sorted(self.launch.items()))}
 
 
 def read_trials(path: Path) -> dict[str, Trial]:
@@ -234,7 +227,8 @@ def read_trials(path: Path) -> dict[str, Trial]:
             values = dict(kv.split("=", 1) for kv in r["overrides"].split()) if r["overrides"] else {}
             t = Trial(r["stage"], int(r["round"]), int(r["seed"]), values, int(r["trial"]),
                       float(r["metric"]) if r["metric"] else float("nan"), float(r["time"] or 0),
-                      r["status"], r["error"], r["run_dir"])
+                      r["status"], r["error"], r["run_dir"],
+                      dict(kv.split("=", 1) for kv in (r.get("launch") or "").split()))
             out[t.key] = t
     return out
 
@@ -249,50 +243,24 @@ def write_trials(path: Path, trials: list[Trial]) -> None:
     tmp.replace(path)
 
 
-def importance(stages: list[dict[str, Any]], trials: list[Trial]) -> dict[str, Any]:
-    """Per searched parameter, how far the metric moved across its values within its stage: the
-    spread (max - min) of the mean metric over its choices, or over three rank bins of a range."""
-    out: dict[str, Any] = {}
-    for st in stages:
-        done = [t for t in trials if t.stage == st["name"] and t.round >= 0 and t.ok and t.seed == st["seed"]]
-        for key in st["params"]:
-            groups: dict[str, list[float]] = {}
-            vals = [(t.values.get(key), t.metric) for t in done if key in t.values]
-            if not vals:
-                continue
-            numeric = all(_num(v) is not None for v, _ in vals) and len({v for v, _ in vals}) > 3
-            if numeric:
-                vals.sort(key=lambda p: _num(p[0]))
-                for i, (_, m) in enumerate(vals):
-                    groups.setdefault(f"bin{3 * i // len(vals)}", []).append(m)
-            else:
-                for v, m in vals:
-                    groups.setdefault(str(v), []).append(m)
-            means = {k: sum(v) / len(v) for k, v in groups.items()}
-            spread = max(means.values()) - min(means.values()) if len(means) > 1 else 0.0
-            if key in out and out[key]["spread"] >= spread:  # the LR is searched in several stages
-                continue
-            out[key] = {"stage": st["name"], "spread": spread, "trials": len(vals),
-                        "means": {k: round(v, 6) for k, v in means.items()}}
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]["spread"]))
-
-
-def _num(v: Any) -> float | None:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def importance_plot(imp: dict[str, Any], metric: str, path: Path) -> None:
+def importance_plot(measured: dict[str, float], tiers: dict[str, int], metric: str, path: Path) -> None:
+    """The measured order (fANOVA share of the metric's variance, most important on top), each bar
+    coloured and labelled by the tier the guides put the key in."""
     from dlrunner.plots import _plt
 
     plt = _plt()
-    keys = list(imp)[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.4 * len(keys) + 1.2))
-    ax.barh(keys, [imp[k]["spread"] for k in keys], color="tab:blue")
-    ax.set_xlabel(f"spread of mean {metric} across values")
-    ax.set_title("How much each parameter moved the metric")
+    keys = list(measured)[::-1]
+    colours = ["tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple"]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(keys) + 1.5))
+    tier = [tiers.get(k, 0) for k in keys]
+    ax.barh([f"{k} (guides: tier {t})" if t else k for k, t in zip(keys, tier)], [measured[k] for k in keys],
+            color=[colours[(t - 1) % len(colours)] if t else "tab:gray" for t in tier])
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=colours[(t - 1) % len(colours)], label=f"tier {t}") for t in sorted(set(tier) - {0})],
+              title="guides' order", loc="lower right")
+    ax.set_xlabel(f"share of the variance of {metric} (fANOVA over all trials)")
+    ax.set_title("Measured importance, beside the guides' tiers")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

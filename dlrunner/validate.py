@@ -29,6 +29,9 @@ def validate(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
         raise DlrunError(f"mode must be one of {', '.join(MODES)}; got {cfg.mode!r}")
     if not isinstance(cfg.epochs, int) or cfg.epochs < 1:
         raise DlrunError(f"epochs must be an integer >= 1, got {cfg.epochs!r}")
+    stop_after = cfg.get("stop_after")
+    if stop_after is not None and (not isinstance(stop_after, int) or isinstance(stop_after, bool) or stop_after < 1):
+        raise DlrunError(f"stop_after must be null or an integer >= 1 (epochs), got {stop_after!r}")
     if str(cfg.precision) not in PRECISIONS:
         raise DlrunError(f"precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision!r}")
     if cfg.optimized_metric not in METRICS:

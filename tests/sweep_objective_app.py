@@ -2,7 +2,8 @@
 importance sweeper's decisions can be checked in a second (tests/test_sweep.py). Each call is
 appended to $SWEEP_CALLS; model.depth >= 3 raises (a crashing trial); $SWEEP_KILL_AT=N kills the
 process at the N-th call (a sweep interrupted mid-way); a
-finished call writes summary.json as dlrun does."""
+finished call writes summary.json as dlrun does; stop_after and resume act as in dlrun (a paused run
+scores lower, a continued one as if trained straight through)."""
 import json
 import math
 import os
@@ -40,10 +41,17 @@ def app(cfg: DictConfig) -> float:
         raise RuntimeError(f"CUDA out of memory (depth {cfg.model.depth})")
     if cfg.model.hidden > 250:
         return float("nan")
-    value = objective(cfg)
+    # stop_after=M pauses at epoch M (a short run scores lower, the order of configurations is kept);
+    # resume=RUN_DIR continues a paused run to the end
+    epochs = min(cfg.epochs, cfg.stop_after or cfg.epochs)
+    if cfg.resume:
+        before = json.loads((Path(cfg.resume) / "summary.json").read_text())
+        assert before["status"] == "paused", "only a paused run is continued"
+    value = objective(cfg) - 0.05 * (1 - epochs / cfg.epochs)
     # what dlrun writes at the end of a run, and what a resumed sweep reads back
     out = Path(HydraConfig.get().runtime.output_dir) / "summary.json"
-    out.write_text(json.dumps({"status": "completed", "value": value, "wall_time": 0.0}))
+    status = "paused" if epochs < cfg.epochs else "completed"
+    out.write_text(json.dumps({"status": status, "value": value, "wall_time": 0.0, "epochs_run": epochs}))
     return value
 
 

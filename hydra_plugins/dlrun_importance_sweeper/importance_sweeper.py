@@ -22,7 +22,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from rich.console import Console
 
 from dlrunner import sweep as sw
+from dlrunner import sweep_tpe as tpe
 from dlrunner.errors import DlrunError
+from hydra_plugins.dlrun_importance_sweeper import placement
+from hydra_plugins.dlrun_importance_sweeper.stages import Stages
 
 _ABSENT = object()
 
@@ -58,7 +61,7 @@ def _gpus_per_ray_trial(config: DictConfig) -> None:
             remote.num_gpus = want
 
 
-class ImportanceSweeper(Sweeper):
+class ImportanceSweeper(Stages, Sweeper):
     def __init__(self) -> None:
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
@@ -68,6 +71,11 @@ class ImportanceSweeper(Sweeper):
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
+        self.setup_error: DlrunError | None = None
+        try:  # sweep.trials_per_gpu first: its fractional GPU request wins over gpus_per_trial's
+            self.gpu_batch = placement.apply(config, [str(o) for o in config.hydra.overrides.hydra])
+        except DlrunError as e:  # reported by sweep() as one line, before any trial
+            self.setup_error, self.gpu_batch = e, None
         _gpus_per_ray_trial(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
@@ -84,6 +92,8 @@ class ImportanceSweeper(Sweeper):
         assert self.config is not None and self.hydra_context is not None
         if "sweep" not in self.config:
             raise DlrunError("hydra/sweeper=dlrun_importance needs a `sweep:` block: use `sweep=importance`")
+        if getattr(self, "setup_error", None):
+            raise self.setup_error
         self.s = OmegaConf.to_container(self.config.sweep, resolve=True)
         self.base = self._check_arguments(arguments)
         self.fixed = {_key(a) for a in self.base}
@@ -114,6 +124,7 @@ class ImportanceSweeper(Sweeper):
         self.trials: list[sw.Trial] = []
         self._composed: dict[tuple[str, ...], Any] = {}
         self.stages: list[dict[str, Any]] = []
+        self.params: dict[str, sw.Param] = {}
         stopped = ""
         try:
             self._run_all()
@@ -122,113 +133,6 @@ class ImportanceSweeper(Sweeper):
             self.console.print(f"[red]sweep stopped: {e}[/red]")
         self._finish(stopped)
         return [self.trials]
-
-    def _run_all(self) -> None:
-        budget = int(self.s["budget"])
-        tiers = [list(t) for t in self.s["tiers"]]
-        unknown = [k for t in tiers for k in t if k not in self.space]
-        if unknown:
-            raise DlrunError(f"sweep.tiers name {unknown} but sweep.space/sweep.groups do not define them")
-        if len(self.s["shares"]) != len(tiers):
-            raise DlrunError(f"sweep.shares has {len(self.s['shares'])} entries for {len(tiers)} tiers")
-        if budget <= min(len(self.seeds), 2):
-            raise DlrunError(f"sweep.budget={budget} leaves no trial after the baseline "
-                             f"({min(len(self.seeds), 2)} seeds)")
-        base = [self._trial("baseline", 0, s, {}) for s in self.seeds[:2]]
-        self._run(base)
-        ok = [t for t in base if t.ok]
-        if not ok:
-            raise DlrunError(f"the baseline (the config as given) failed, nothing to compare with: {base[0].error}")
-        self.noise = abs(ok[0].metric - ok[1].metric) if len(ok) == 2 else 0.0
-        self.inc: dict[str, Any] = {"values": {}, "trials": ok}
-        self.stages.append({"name": "baseline", "params": [], "seed": self.seeds[0]})
-        self._table("baseline", base)
-        confirm = 1 if len(self.seeds) > 1 else 0
-        search = budget - len(base) - confirm * len(tiers)
-        alloc = sw.split_budget(search, [float(x) for x in self.s["shares"]][: len(tiers)])
-        carry = 0
-        for i, keys in enumerate(tiers):
-            n = alloc[i] + carry + confirm
-            used = self._stage(f"tier{i + 1}", keys, n - confirm, confirm, first=(i == 0))
-            carry = n - used
-
-    def _stage(self, name: str, keys: list[str], n: int, confirm: int, first: bool) -> int:
-        params = [self.space[k] for k in keys if k not in self.fixed and self._exists(k, keys)]
-        params = [p for p in params if not (p.kind == "choice" and len(p.choices) < 2)]
-        params = [self._absolute(p) for p in params]
-        retune = float(self.s.get("lr_retune") or 0)
-        if (not first and retune > 1 and "optim.lr" in self.space and "optim.lr" not in keys
-                and "optim.lr" not in self.fixed and params):
-            groups = {k: v for k, v in self.inc["values"].items() if k in self.groups}
-            lr = float(self.inc["values"].get("optim.lr", self._compose(groups).optim.lr))
-            params.append(sw.Param("optim.lr", "log", lr / retune, lr * retune))
-        if not params or n <= 0:
-            self.console.print(f"stage {name}: nothing to search (keys {keys}, {n} trials)")
-            return 0
-        self.console.print(f"stage {name}: {', '.join(p.key for p in params)} ({n} trials)")
-        seed0 = self.seeds[0]
-        has_range = any(p.kind != "choice" for p in params)
-        n2 = n // 3 if has_range and n >= 3 else 0
-        rng = int(self.s.get("sobol_seed", 0)) + len(self.stages)
-        first_round = [self._trial(name, 1, seed0, pt) for pt in sw.propose(params, n - n2, rng)]
-        self._run(first_round)
-        trials = list(first_round)
-        if n2:
-            widened = self._widen(params, first_round)
-            if widened is not params:
-                pts = sw.propose(widened, n2, rng + 1000)
-                self.console.print(f"stage {name}: best point on the edge, widened to "
-                                   + ", ".join(f"{w.key} [{w.low:g}, {w.high:g}]" for p, w in zip(params, widened) if w is not p))
-            else:
-                pts = sw.propose(params, n2, rng, skip=n - n2)
-            second = [self._trial(name, 2, seed0, pt) for pt in pts]
-            self._run(second)
-            trials += second
-        used = len(trials)
-        self.stages.append({"name": name, "params": [p.key for p in params], "seed": seed0})
-        best = self._best(trials)
-        inc0 = self.inc["trials"][0]
-        if best is not None and self._better(best.metric, inc0.metric):
-            if confirm:
-                again = self._trial(name, 3, self.seeds[1], {k: best.values[k] for k in best.values})
-                again.values = dict(best.values)
-                self._run([again])
-                trials.append(again)
-                used += 1
-                pair = [t for t in (best, again) if t.ok]
-            else:
-                pair = [best]
-            gain = self._sign(_mean(pair) - _mean(self.inc["trials"]))
-            threshold = max(self.noise, float(self.s.get("min_gain") or 0.0))
-            if len(pair) == len(self.inc["trials"]) and gain > threshold:
-                self.inc = {"values": dict(best.values), "trials": pair}
-                self.console.print(f"stage {name}: adopted ({self.metric} {_mean(pair):.4f}, "
-                                   f"gain {gain:.4f} > noise {threshold:.4f})")
-            else:
-                self.console.print(f"stage {name}: not adopted (gain {gain:.4f} over {len(pair)} seeds "
-                                   f"<= noise {threshold:.4f}); incumbent kept")
-        else:
-            self.console.print(f"stage {name}: no trial beat the incumbent; incumbent kept")
-        self._table(name, trials)
-        return used
-
-    def _widen(self, params: list[sw.Param], trials: list[sw.Trial]) -> list[sw.Param]:
-        """Ranges whose best point is within `sweep.edge` of a bound, extended on that side (once)."""
-        best = self._best(trials)
-        if best is None:
-            return params
-        edge, frac = float(self.s.get("edge", 0.1)), float(self.s.get("widen", 0.5))
-        out, changed = [], False
-        for p in params:
-            v = best.values.get(p.key)
-            if p.kind == "choice" or v is None:
-                out.append(p)
-                continue
-            pos = p.position(float(v))
-            side = "low" if pos <= edge else "high" if pos >= 1 - edge else None
-            out.append(p.widened(side, frac) if side else p)
-            changed |= side is not None
-        return out if changed else params
 
     # ---------------------------------------------------------------- trials
     def _trial(self, stage: str, rnd: int, seed: int, point: dict[str, Any]) -> sw.Trial:
@@ -259,6 +163,9 @@ class ImportanceSweeper(Sweeper):
                 raise StopSweep(f"{failed} failed trials (sweep.max_failures={limit})")
             jobs = [[a for a in self.base if _key(a) not in t.values and _key(a) != "seed"] + t.overrides
                     for t in todo]
+            if getattr(self, "gpu_batch", None):  # sweep.trials_per_gpu: local workers spread over the GPUs
+                where = placement.devices(placement.launcher_kind(self.config), len(jobs), placement.cuda_count())
+                jobs = [j + d for j, d in zip(jobs, where)]
             tic = time.perf_counter()
             results = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
             per_job = (time.perf_counter() - tic) / len(todo)
@@ -322,7 +229,7 @@ class ImportanceSweeper(Sweeper):
                 args = [str(a) for a in OmegaConf.load(over)]
             except Exception:  # a half-written file: the trial runs again
                 continue
-            if info.get("status") != "completed" or info.get("value") is None:
+            if info.get("status") not in ("completed", "paused") or info.get("value") is None:
                 continue
             values = {_key(a): a.split("=", 1)[1] for a in args if a not in self.base and _key(a) != "seed"}
             seed = next((int(a.split("=", 1)[1]) for a in args if _key(a) == "seed"), self.seeds[0])
@@ -390,12 +297,26 @@ class ImportanceSweeper(Sweeper):
         inc_key = self.inc["trials"][0].key if getattr(self, "inc", None) else None
         self.console.print(sw.stage_table(name, trials, self.metric, inc_key))
 
+    def _measured(self) -> dict[str, float]:
+        """fANOVA importance over every searched trial (empty when it cannot be estimated)."""
+        if not self.params:
+            return {}
+        try:
+            return tpe.importance(self.params, self._history(), self.lower)
+        except DlrunError:
+            raise
+        except Exception as e:  # an estimate is a report: never lose the sweep over it
+            self.console.print(f"importance not measured: {e}")
+            return {}
+
     def _finish(self, stopped: str) -> None:
         inc = getattr(self, "inc", None)
-        imp = sw.importance(self.stages, self.trials)
-        result = {"optimized_metric": self.metric, "stopped": stopped or None,
-                  "noise": getattr(self, "noise", None), "trials": len(self.trials),
-                  "failed": sum(t.status == "failed" for t in self.trials), "params": imp}
+        measured = self._measured()
+        tiers = {k: i + 1 for i, t in enumerate(self.s.get("tiers") or []) for k in t}  # the guides', not sweep.order's
+        result = {"optimized_metric": self.metric, "stopped": stopped or None, "trials": len(self.trials),
+                  "failed": sum(t.status == "failed" for t in self.trials), "measured": measured,
+                  "params": {k: {"importance": measured.get(k), "tier": tiers.get(k)} for k in self.params},
+                  "stages": self.stages}
         if inc:
             result["best"] = {"values": inc["values"], "metric": _mean(inc["trials"]),
                               "seeds": [t.seed for t in inc["trials"]], "trials": [t.trial for t in inc["trials"]]}
@@ -409,9 +330,9 @@ class ImportanceSweeper(Sweeper):
                                + (" ".join(f"{k}={v}" for k, v in sorted(inc["values"].items())) or "the defaults"))
             self.console.print(f"re-run it: {command}")
         sw.write_json(self.dir / "importance.json", result)
-        if imp:
+        if measured:
             try:
-                sw.importance_plot(imp, self.metric, self.dir / "importance.png")
+                sw.importance_plot(measured, tiers, self.metric, self.dir / "importance.png")
             except Exception as e:  # a plot is a convenience: never lose the sweep over it
                 self.console.print(f"importance.png not written: {e}")
         (self.dir / "stages.txt").write_text(self.console.export_text())

@@ -1,0 +1,133 @@
+"""`make bench ARGS="--only search"`: the importance sweep against what a user would run instead,
+quasi-random search over every key at once (the Tuning Playbook's exploration, scrambled Sobol) and
+Optuna's TPE over every key (8 random start-up points, then TPE asked two at a time). All three go
+through the same sweeper (`sweep.method=importance|random|tpe`), so they share the space
+(conf/sweep/importance.yaml), the budget (trials), the job, the launcher (joblib, 2 trials at a
+time, 1 CPU thread each) and the pick rule: the 2 best points re-run with seed 1, the best 2-seed
+val mean wins. Each pick, and the job without search, is then trained with 3 fresh seeds (2, 3, 4)
+and scored on the test split (`eval_test=true`: best.pt, chosen on val, evaluated once on test).
+`python bench/search.py --table` prints the README table from bench/results/cpu-search.json."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = {  # name: the job's overrides (what every trial and every test run shares)
+    "mnist1d_conv1d": ["data=mnist1d", "model=conv1d", "epochs=10"],
+    "digits_lenet": ["epochs=10"],  # the default job (digits, lenet) at 10 epochs
+}
+METHODS = ["importance", "random", "tpe"]
+TEST_SEEDS = [2, 3, 4]
+_runs = itertools.count()  # run folders of the scoring runs
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def sweep(tmp: Path, job: list[str], method: str, budget: int, jobs: int) -> dict:
+    """One sweep through the joblib launcher; its pick, trials and wall time."""
+    out = tmp / f"sweep-{method}"
+    args = [sys.executable, "-m", "dlrunner", "-m", "sweep=importance", f"sweep.method={method}",
+            f"sweep.budget={budget}", f"sweep.batch={jobs}", "hydra/launcher=joblib",
+            f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={out}", *job]
+    t0 = time.time()
+    res = subprocess.run(args, cwd=tmp, env=_env(), capture_output=True, text=True)
+    wall = time.time() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"{method} sweep failed: {res.stderr[-2000:]}")
+    imp = json.loads((out / "importance.json").read_text())
+    with (out / "trials.csv").open() as f:
+        trials = list(csv.DictReader(f))
+    best = imp["best"]
+    return {"wall_s": round(wall, 1), "trials": len(trials), "failed": imp["failed"],
+            "configurations": len({t["overrides"] for t in trials}),
+            "pick": best["values"], "pick_val_2seed": best["metric"], "pick_seeds": best["seeds"],
+            "measured_importance": imp.get("measured")}
+
+
+def score(tmp: Path, job: list[str], values: dict[str, str], seeds: list[int], jobs: int) -> dict:
+    """The configuration trained once per seed (`jobs` at a time, 1 thread each); val and test acc."""
+    procs, out = [], {}
+    for s in seeds:
+        run = tmp / "score" / f"{next(_runs)}-seed{s}"
+        args = [sys.executable, "-m", "dlrunner", *job, *[f"{k}={v}" for k, v in sorted(values.items())],
+                f"seed={s}", "eval_test=true", f"hydra.run.dir={run}"]
+        procs.append((s, run, subprocess.Popen(args, cwd=tmp, env=_env(), stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.PIPE, text=True)))
+        while sum(p.poll() is None for _, _, p in procs) >= jobs:
+            time.sleep(0.5)
+    for s, run, p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError(f"scoring seed {s} failed: {err[-2000:]}")
+        summary = json.loads((run / "summary.json").read_text())
+        out[s] = {"val": summary["value"], "test": summary["best"]["test/acc"]}
+    return out
+
+
+def compare(tmp: Path, name: str, budget: int = 24, jobs: int = 2, methods: list[str] | None = None) -> dict:
+    job = JOBS[name]
+    base = score(tmp, job, {}, [0, 1, *TEST_SEEDS], jobs)
+    res = {"job": job, "budget": budget, "parallel": jobs, "test_seeds": TEST_SEEDS,
+           "default": {"pick_val_2seed": (base[0]["val"] + base[1]["val"]) / 2,
+                       "test": [base[s]["test"] for s in TEST_SEEDS]}}
+    res["default"]["test_mean"] = sum(res["default"]["test"]) / len(TEST_SEEDS)
+    for method in methods or METHODS:
+        r = sweep(tmp, job, method, budget, jobs)
+        scored = score(tmp, job, r["pick"], TEST_SEEDS, jobs)
+        r["test"] = [scored[s]["test"] for s in TEST_SEEDS]
+        r["test_mean"] = sum(r["test"]) / len(TEST_SEEDS)
+        res[method] = r
+        print(f"{name} {method}: {r['wall_s']:.0f} s, pick val {r['pick_val_2seed']:.4f}, "
+              f"test {r['test_mean']:.4f}\n{json.dumps(r)}", flush=True)
+    return res
+
+
+def search(tmp: Path, names: list[str] | None = None, methods: list[str] | None = None) -> dict:
+    """The comparison on every job of JOBS (or `names`), one after the other (`methods`: some only)."""
+    return {name: compare(tmp, name, methods=methods) for name in (names or JOBS)}
+
+
+def table(res: dict) -> None:
+    """The README table: one row per job and method."""
+    print("| job | method | sweep wall | trials (configurations) | pick (2-seed val) | pick on test, seeds "
+          + "/".join(map(str, TEST_SEEDS)) + " | test mean |\n|---|---|---|---|---|---|---|")
+    for name, r in res.items():
+        if not isinstance(r, dict) or "default" not in r:
+            continue
+        d = r["default"]
+        print(f"| {name} | no search (the job as given) | - | - | {d['pick_val_2seed']:.3f} | "
+              + " / ".join(f"{v:.3f}" for v in d["test"]) + f" | {d['test_mean']:.3f} |")
+        for m in METHODS:
+            if m not in r:
+                continue
+            x = r[m]
+            print(f"| {name} | `sweep.method={m}` | {x['wall_s']:.0f} s | {x['trials']} ({x['configurations']}) | "
+                  f"{x['pick_val_2seed']:.3f} | " + " / ".join(f"{v:.3f}" for v in x["test"])
+                  + f" | {x['test_mean']:.3f} |")
+
+
+def measured() -> dict:
+    """Every job and method measured, from bench/results/cpu-search*.json (one file per `--search JOB
+    [--methods ...]` run): a file naming fewer jobs or methods (a longer name) is read later, and its
+    methods replace the earlier file's."""
+    merged: dict = {}
+    for path in sorted((ROOT / "bench" / "results").glob("cpu-search*.json"), key=lambda p: (len(p.name), p.name)):
+        for job, r in json.loads(path.read_text())["search"].items():
+            merged.setdefault(job, {}).update(r)
+    return merged
+
+
+if __name__ == "__main__":
+    if "--table" in sys.argv:  # every job measured, from cpu-search*.json (one file per `--search` run)
+        table(measured())
+    else:
+        print("run it with `make bench ARGS=\"--only search\"`")

@@ -1,0 +1,299 @@
+"""The importance sweep's plan, stage by stage (mixed into the Sweeper, which runs the trials):
+
+1. baseline: the config as given, one trial;
+2. tier1: quasi-random (Sobol) points over the first tier's keys, the others at the config's values:
+   the guides' prior on where the first trials go;
+3. tier2, tier3, ...: TPE over the keys of every tier so far (earlier tiers are revisited, never
+   frozen), warm-started with all earlier trials, asked `sweep.batch` at a time;
+4. refine: TPE over the keys that measured importance (fANOVA over all trials) says carry
+   `sweep.refine_mass` of the variance, the rest fixed at the incumbent's values;
+5. confirm: the `sweep.confirm` best points re-run with the second seed; the pick is the best
+   2-seed mean.
+The stages' shares of the search budget are `sweep.shares`; a stage that uses fewer trials passes
+them on. `sweep.time_budget` stops the search early, leaving time for the confirmation."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from dlrunner import sweep as sw
+from dlrunner import sweep_tpe as tpe
+from dlrunner.errors import DlrunError
+
+_ABSENT = object()
+
+
+def parse_duration(v: Any) -> float | None:
+    """`30m`, `2h`, `90s` or a number of seconds; None/null: no limit."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    text = str(v).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except ValueError:
+        raise DlrunError(f"sweep.time_budget={v!r}: give seconds or a duration such as 30m, 2h") from None
+
+
+def measured_order(path: str) -> list[str]:
+    """Keys by measured importance from an earlier sweep's importance.json (its folder or the file)."""
+    p = Path(path)
+    p = p / "importance.json" if p.is_dir() else p
+    try:
+        measured = json.loads(p.read_text()).get("measured") or {}
+    except (OSError, ValueError) as e:
+        raise DlrunError(f"sweep.order={path}: cannot read an importance.json there ({e})") from None
+    if not measured:
+        raise DlrunError(f"sweep.order={path}: that sweep measured no importance")
+    return sorted(measured, key=lambda k: -measured[k])
+
+
+class Stages:
+    """The search plan; the Sweeper provides _trial, _run, _compose, _exists, _best, console, s, ..."""
+
+    def _tiers(self) -> list[list[str]]:
+        """`sweep.tiers`, or with `sweep.order=PATH` an earlier sweep's measured order cut into as
+        many tiers of the same sizes (keys it did not measure go last)."""
+        tiers = [list(t) for t in self.s["tiers"]]
+        if self.s.get("order"):
+            order = [k for k in measured_order(str(self.s["order"])) if k in self.space]
+            rest = [k for t in tiers for k in t if k not in order]
+            flat, cut = order + rest, []
+            for t in tiers:
+                cut.append(flat[: len(t)])
+                flat = flat[len(t):]
+            cut[-1] += flat
+            tiers = cut
+            self.console.print("tiers from the measured order of " + str(self.s["order"]) + ": "
+                               + " | ".join(", ".join(t) for t in tiers))
+        return tiers
+
+    def _run_all(self) -> None:
+        budget = int(self.s["budget"])
+        self.tiers = self._tiers()
+        unknown = [k for t in self.tiers for k in t if k not in self.space]
+        if unknown:
+            raise DlrunError(f"sweep.tiers name {unknown} but sweep.space/sweep.groups do not define them")
+        shares = [float(x) for x in self.s["shares"]]
+        if len(shares) != len(self.tiers) + 1:
+            raise DlrunError(f"sweep.shares has {len(shares)} entries for {len(self.tiers)} tiers "
+                             f"and the refinement ({len(self.tiers) + 1} needed)")
+        confirm = int(self.s.get("confirm", 2)) if len(self.seeds) > 1 else 0
+        if budget <= 1 + confirm:
+            raise DlrunError(f"sweep.budget={budget} leaves no trial after the baseline and the "
+                             f"{confirm} confirmation re-runs")
+        self.deadline = parse_duration(self.s.get("time_budget"))
+        self.t0 = time.perf_counter()
+        batch = self._batch()
+        method = str(self.s.get("method", "importance"))
+        if method != "importance":  # the searches a user would otherwise run, for comparison
+            self.inc = {"values": {}, "trials": []}
+            self.params = self._absolute_space()
+            every = list(self.params)
+            n = budget - confirm
+            if method == "random":
+                self._stage("random", every, n, every, n_fresh=10**9)  # every point quasi-random
+            elif method == "tpe":
+                self._stage("tpe", every, n, [], n_fresh=0, startup=int(self.s.get("tpe_startup", 8)))
+            else:
+                raise DlrunError(f"sweep.method={method}: importance | random | tpe")
+            return self._confirm(confirm)
+        base = [self._trial("baseline", 0, self.seeds[0], {})]
+        self._run(base)
+        if not base[0].ok:
+            raise DlrunError(f"the baseline (the config as given) failed, nothing to compare with: {base[0].error}")
+        self.inc: dict[str, Any] = {"values": {}, "trials": base}
+        self.stages.append({"name": "baseline", "keys": []})
+        self._table("baseline", base)
+        self.params = self._absolute_space()
+        alloc = sw.split_budget(budget - 1 - confirm, shares)
+        carry = 0
+        for i in range(len(self.tiers)):
+            keys = [k for t in self.tiers[: i + 1] for k in t]
+            n = alloc[i] + carry
+            first = 10**9 if i == 0 else batch  # tier1: every point quasi-random; later: one batch over the new keys
+            carry = n - self._stage(f"tier{i + 1}", keys, n, self.tiers[i], n_fresh=first)
+        self._stage("refine", self._important_keys(), alloc[-1] + carry, [], n_fresh=0)
+        self._confirm(confirm)
+
+    def _absolute_space(self) -> dict[str, sw.Param]:
+        """The searched keys with `{times: ...}` ranges made absolute around the config's own value,
+        and that value added to a key's choices (model.depth 4 on conv1d: the config's own point
+        stays reachable and the model sees the baseline as it ran)."""
+        out = {}
+        cfg = self._compose({})
+        for k, p in self.space.items():
+            if k in self.fixed or not self._exists(k, [t for tier in self.tiers for t in tier]):
+                continue
+            p = self._absolute(p)
+            own = self._default(k, cfg)
+            if p.kind == "choice" and own is not None and not any(sw.fmt(c) == sw.fmt(own) for c in p.choices):
+                p = sw.Param(p.key, "choice", choices=[*p.choices, own])
+            if p.kind != "choice" or len(p.choices) > 1:
+                out[k] = p
+        return out
+
+    def _default(self, key: str, cfg: Any) -> Any:
+        if key in self.groups:
+            return OmegaConf.select(self.config, f"hydra.runtime.choices.{key}", default=None)
+        v = OmegaConf.select(cfg, key, default=None)
+        return v if isinstance(v, (int, float, str, bool)) else None
+
+    def _full_values(self, t: sw.Trial) -> dict[str, str]:
+        """Every searched key the trial's config has, its own value or the config's (what TPE and the
+        importance estimate see: a trial is a point in the whole space)."""
+        groups = {k: v for k, v in t.values.items() if k in self.groups}
+        cfg = self._compose(groups)
+        out = {}
+        for k in self.params:
+            if k in t.values:
+                out[k] = t.values[k]
+            elif k in self.groups or OmegaConf.select(cfg, k, default=_ABSENT) is not _ABSENT:
+                own = self._default(k, cfg)
+                if own is not None:
+                    out[k] = sw.fmt(own)
+        return out
+
+    def _history(self, searched: bool = False) -> tpe.History:
+        """The searched trials TPE and the importance estimate learn from: with successive halving the
+        short (rung) runs alone, so that every metric is on the same footing. `searched`: each trial's
+        values of the keys the sweep set in it, not the config's values of the others (for TPE: a key
+        no stage has searched yet is unknown, not known to be best at the config's value)."""
+        short = self._halving()[0] > 1
+        return [({k: v for k, v in t.values.items() if k in self.params} if searched else self._full_values(t),
+                 t.metric if t.ok else None) for t in self.trials
+                if t.seed == self.seeds[0] and t.round < 3 and (t.ok or t.run_dir) and (t.full != short)]
+
+    def _finished(self) -> list[sw.Trial]:
+        """Trials trained for the whole `epochs` with the searches' seed: what the pick is chosen from."""
+        return [t for t in self.trials if t.seed == self.seeds[0] and t.round != 3 and t.full]
+
+    def _halving(self) -> tuple[int, int]:
+        """(k, rung epochs): with sweep.halving=k > 1 a point first trains epochs // k epochs."""
+        k, epochs = int(self.s.get("halving") or 1), int(self.config.get("epochs", 1))
+        return (k, max(1, epochs // k)) if k > 1 and epochs // k < epochs else (1, epochs)
+
+    def _batch(self) -> int:
+        """Points TPE proposes together: sweep.batch, or with sweep.trials_per_gpu the trials that run at once."""
+        given = any(a.startswith("sweep.batch=") for a in self.base)
+        gpu = getattr(self, "gpu_batch", None)
+        return max(1, int(gpu if gpu and not given else self.s.get("batch", 2)))
+
+    def _out_of_time(self) -> bool:
+        if self.deadline is None:
+            return False
+        done = [t.time for t in self.trials if t.ok] or [0.0]
+        per_batch = sum(done) / len(done)  # the confirmation runs as one batch after the search
+        return time.perf_counter() - self.t0 + per_batch > self.deadline
+
+    def _stage(self, name: str, keys: list[str], n: int, new: list[str], n_fresh: int, startup: int = 0) -> int:
+        """n trials over `keys`: first `n_fresh` quasi-random points over the `new` keys, the others at
+        the incumbent's values (the whole first stage; one batch of a later one: TPE has seen the new
+        keys only at the config's values so far), then TPE over all `keys`, `sweep.batch` at a time
+        (its first `startup` points random: the plain TPE of sweep.method=tpe)."""
+        params = [self.params[k] for k in dict.fromkeys(keys) if k in self.params]
+        if not params or n <= 0 or self._out_of_time():
+            why = "out of time" if params and n > 0 else f"keys {keys}, {n} trials"
+            self.console.print(f"stage {name}: nothing to search ({why})")
+            return 0
+        self.console.print(f"stage {name}: {', '.join(p.key for p in params)} ({n} trials)")
+        seed = int(self.s.get("sobol_seed", 0))
+        batch = self._batch()
+        k, rung = self._halving()
+        points = n if k == 1 else round(n * k * k / (2 * k - 1))  # the same epochs: 1/k each, 1/k of them k-1/k more
+        fresh = [p for p in params if p.key in new]
+        n_fresh = min(n_fresh, points) if fresh else 0
+        trials = [self._point(name, 1, pt, rung) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
+        if trials:
+            self._run(trials)
+        while len(trials) < points and not self._out_of_time():
+            m = min(batch, points - len(trials))
+            pts = tpe.propose(self.params, self._history(searched=True), [p.key for p in params], self._open_exists, m,
+                              seed * 1000 + len(self.trials), self.lower, startup)
+            new = [self._point(name, 2, pt, rung) for pt in pts]
+            self._run(new)
+            trials += new
+        promoted = self._promote(name, trials, k)
+        self.stages.append({"name": name, "keys": [p.key for p in params], "points": len(trials)})
+        best = self._best(self._finished())
+        if best is not None:
+            self.inc = {"values": dict(best.values), "trials": [best]}
+        self._table(name, trials + promoted)
+        return len(trials) if k == 1 else round((len(trials) + len(promoted) * (k - 1)) / k)
+
+    def _point(self, stage: str, rnd: int, point: dict[str, Any], rung: int) -> sw.Trial:
+        t = self._trial(stage, rnd, self.seeds[0], point)
+        if self._halving()[0] > 1:
+            t.launch = {"stop_after": str(rung)}
+        return t
+
+    def _promote(self, name: str, trials: list[sw.Trial], k: int) -> list[sw.Trial]:
+        """Successive halving: the best 1/k of a stage's short runs continue from their checkpoints
+        (`resume=RUN_DIR`, the schedule already set for `epochs`) to the end."""
+        if k == 1:
+            return []
+        ok = sorted((t for t in trials if t.ok and t.run_dir), key=lambda t: t.metric, reverse=not self.lower)
+        go = []
+        for t in ok[: math.ceil(len(trials) / k)]:
+            c = self._trial(name, 4, self.seeds[0], {})
+            c.values, c.launch = dict(t.values), {"resume": t.run_dir}
+            go.append(c)
+        if go:
+            self._run(go)
+        return go
+
+    def _open_exists(self, point: dict[str, Any], key: str) -> bool:
+        """Whether `key` is in the config of the incumbent's groups with the point's choices so far."""
+        if key in self.groups:
+            return True
+        groups = {**{k: v for k, v in self.inc["values"].items() if k in self.groups},
+                  **{k: sw.fmt(v) for k, v in point.items() if k in self.groups}}
+        try:
+            return OmegaConf.select(self._compose(groups), key, default=_ABSENT) is not _ABSENT
+        except Exception:  # a choice that does not compose is reported on its own trial
+            return False
+
+    def _important_keys(self) -> list[str]:
+        """The most important keys, by fANOVA over all trials, until `sweep.refine_mass` of the
+        measured variance is covered (at least three keys when three were measured)."""
+        imp = tpe.importance(self.params, self._history(), self.lower)
+        mass, keys = float(self.s.get("refine_mass", 0.8)), []
+        for k, v in imp.items():
+            if sum(imp[x] for x in keys) >= mass and len(keys) >= 3:
+                break
+            keys.append(k)
+        return keys or [k for t in self.tiers for k in t]
+
+    def _confirm(self, k: int) -> None:
+        """Re-run the k best distinct points with the second seed; the pick is the best 2-seed mean."""
+        ranked, seen = [], set()
+        for t in sorted((t for t in self._finished() if t.ok),
+                        key=lambda t: t.metric, reverse=not self.lower):
+            if t.key not in seen:
+                seen.add(t.key)
+                ranked.append(t)
+        if k <= 0 or not ranked:
+            return
+        again = []
+        for t in ranked[:k]:
+            r = self._trial("confirm", 3, self.seeds[1], {})
+            r.values = dict(t.values)
+            again.append(r)
+        self._run(again)
+        pairs = [[t, r] for t, r in zip(ranked, again) if r.ok]
+        if pairs:
+            mean = lambda ts: sum(x.metric for x in ts) / len(ts)  # noqa: E731
+            best = (min if self.lower else max)(pairs, key=mean)
+            self.inc = {"values": dict(best[0].values), "trials": best}
+            self.console.print(f"pick: the best {self.metric} over {len(pairs[0])} seeds, "
+                               f"{mean(best):.4f} (of {len(pairs)} points re-run)")
+        self._table("confirm", again)
+
+

@@ -1,0 +1,164 @@
+"""The importance sweep's model-based parts without training: TPE proposals warm-started with
+earlier trials, fANOVA importance, the plan's settings (sweep.order, sweep.time_budget,
+sweep.method), on the known objective of tests/sweep_objective_app.py."""
+import json
+import math
+import random
+import statistics
+
+from dlrunner import sweep_tpe as tpe
+from dlrunner.sweep import fmt, propose, read_space
+from hydra_plugins.dlrun_importance_sweeper.stages import parse_duration
+from tests.test_sweep import rows, run_app, values
+
+SPACE = read_space({"optim": {"lr": [1e-4, 1e-1]}, "model": {"width": [4, 64], "act": ["relu", "gelu", "tanh"]}},
+                   {"schedule": ["constant", "cosine"]})
+
+
+def metric(p: dict) -> float:
+    """Peaks at lr 3e-3 and cosine; the width and the activation do not matter."""
+    return -0.3 * (math.log10(float(p["optim.lr"])) - math.log10(3e-3)) ** 2 - (p["schedule"] != "cosine")
+
+
+def history(n: int) -> list:
+    """n points drawn at random (independently per key), with their metric."""
+    rng = random.Random(1)
+    pts = [{k: p.value(rng.random()) for k, p in SPACE.items()} for _ in range(n)]
+    return [({k: fmt(v) for k, v in p.items()}, metric(p)) for p in pts]
+
+
+def test_tpe_proposals_follow_every_earlier_trial():
+    hist = history(16)
+    pts = tpe.propose(SPACE, hist, list(SPACE), lambda point, key: True, 8, seed=0, lower=False)
+    assert len({tuple(sorted(p.items())) for p in pts}) == 8  # a batch never repeats a point
+    assert all(1e-4 <= p["optim.lr"] <= 1e-1 and isinstance(p["model.width"], int) for p in pts)
+    # against 8 fresh quasi-random points, TPE's land nearer the optimum the history points to
+    fresh = propose(list(SPACE.values()), 8, seed=7)
+    assert statistics.mean(metric(p) for p in pts) > statistics.mean(metric(p) for p in fresh) + 0.2
+    assert sum(p["schedule"] == "cosine" for p in pts) >= 6
+    # proposals are a function of the history and the seed: a resumed sweep replays them
+    again = tpe.propose(SPACE, hist, list(SPACE), lambda point, key: True, 8, seed=0, lower=False)
+    assert again == pts
+    # a key another key's choice removes is not asked (optim.momentum exists only under sgd)
+    gated = tpe.propose(SPACE, hist, ["schedule", "optim.lr"], lambda point, key: key != "optim.lr"
+                        or point.get("schedule") == "cosine", 4, seed=0, lower=False)
+    assert all(("optim.lr" in p) == (p["schedule"] == "cosine") for p in gated)
+
+
+def test_importance_is_measured_over_all_trials():
+    imp = tpe.importance(SPACE, history(24), lower=False)
+    assert set(imp) == set(SPACE) and math.isclose(sum(imp.values()), 1.0, rel_tol=1e-6)
+    assert list(imp)[:2] in (["optim.lr", "schedule"], ["schedule", "optim.lr"])  # the two that matter
+    assert max(imp["model.width"], imp["model.act"]) < min(imp["optim.lr"], imp["schedule"])
+    assert tpe.importance(SPACE, history(2), lower=False) == {}  # too few trials to say
+
+
+def test_durations():
+    assert parse_duration("30m") == 1800 and parse_duration("2h") == 7200 and parse_duration(90) == 90
+    assert parse_duration("45s") == 45 and parse_duration(None) is None
+
+
+def test_an_earlier_sweeps_measured_order_becomes_the_tiers(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    assert run_app(first, "sweep=importance", "sweep.budget=20").returncode == 0
+    measured = json.loads((first / "sw" / "importance.json").read_text())["measured"]
+    order = sorted(measured, key=lambda k: -measured[k])
+    res = run_app(second, "sweep=importance", "sweep.budget=10", f"sweep.order={first / 'sw'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "tiers from the measured order" in res.stdout
+    tier1 = [values(t) for t in rows(second) if t["stage"] == "tier1"]
+    # tier1 now holds the 4 keys measured most important (as many as the configured first tier)
+    assert tier1 and set().union(*tier1) <= set(order[:4]) and len(set().union(*tier1)) >= 2
+
+
+def test_time_budget_leaves_the_search_and_keeps_the_pick(tmp_path):
+    res = run_app(tmp_path, "sweep=importance", "sweep.time_budget=0.001")
+    assert res.returncode == 0, res.stderr[-3000:]
+    # no time for any stage: the baseline, then its second-seed re-run
+    assert [(t["stage"], t["seed"]) for t in rows(tmp_path)] == [("baseline", "0"), ("confirm", "1")]
+    assert "out of time" in res.stdout
+
+
+def test_random_and_tpe_methods_search_every_key_at_once(tmp_path):
+    for method in ("random", "tpe"):
+        (tmp_path / method).mkdir()
+        res = run_app(tmp_path / method, "sweep=importance", f"sweep.method={method}", "sweep.budget=12",
+                      "sweep.space.model.depth=[1,2]")
+        assert res.returncode == 0, res.stderr[-3000:]
+        trials = rows(tmp_path / method)
+        assert len(trials) == 12 and [t["stage"] for t in trials] == [method] * 10 + ["confirm"] * 2
+        first = values(trials[0])  # from the first trial on, keys of every tier move together
+        assert {"optim.lr", "model.init", "data.batch_size", "model.act"} <= set(first)
+        best = json.loads((tmp_path / method / "sw" / "importance.json").read_text())["best"]
+        assert best["seeds"] == [0, 1]
+
+
+def test_trials_per_gpu_asks_for_a_share_of_a_gpu_or_workers_per_gpu(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.dlrun_importance_sweeper import placement
+
+    def config(kind: str, n):
+        target = {"ray": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
+                  "joblib": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}[kind]
+        return OmegaConf.create({"sweep": {"trials_per_gpu": n}, "hydra": {"launcher": {
+            "_target_": target, "n_jobs": -1, "ray": {"remote": {}}}}})
+
+    monkeypatch.setattr(placement, "cuda_count", lambda: 2)
+    ray = config("ray", 4)
+    assert placement.apply(ray, []) == 8 and ray.hydra.launcher.ray.remote.num_gpus == 0.25  # 4 per device
+    joblib = config("joblib", 3)
+    assert placement.apply(joblib, []) == 6 and joblib.hydra.launcher.n_jobs == 6  # 3 workers per GPU
+    given = config("joblib", 3)
+    placement.apply(given, ["hydra.launcher.n_jobs=2"])
+    assert given.hydra.launcher.n_jobs == -1  # the command line's n_jobs wins (the config keeps its own)
+    # local workers are spread over the devices in turn; Ray places its trials itself
+    assert placement.devices("joblib", 5, 2) == [["device=cuda:0"], ["device=cuda:1"]] * 2 + [["device=cuda:0"]]
+    assert placement.devices("ray", 3, 2) == [[], [], []] and placement.devices("joblib", 2, 1) == [[], []]
+    off = config("ray", None)
+    assert placement.apply(off, []) is None and "num_gpus" not in off.hydra.launcher.ray.remote
+    monkeypatch.setattr(placement, "cuda_count", lambda: 0)  # no GPU: N workers on the CPU
+    assert placement.apply(config("joblib", 3), []) == 3
+
+
+def test_trials_per_gpu_runs_that_many_trials_at_once(tmp_path):
+    import pytest
+
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    res = run_app(tmp_path, "sweep=importance", "sweep.budget=20", "sweep.trials_per_gpu=3",
+                  "hydra/launcher=joblib", "sweep.space.model.depth=[1,2]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = res.stdout + res.stderr
+    assert "n_jobs=3" in log  # three workers on this machine's one (CPU) device
+    # TPE proposes three at a time (the refinement: 3 trials in one launch), not sweep.batch's 2
+    refine = [t for t in rows(tmp_path) if t["stage"] == "refine"]
+    assert len(refine) == 3 and log.count("is launching 3 jobs") >= 3
+    bad = run_app(tmp_path, "sweep=importance", "sweep.trials_per_gpu=0")
+    assert bad.returncode == 2 and "sweep.trials_per_gpu must be null or an integer >= 1" in bad.stderr
+
+
+def test_successive_halving_continues_the_best_short_runs(tmp_path):
+    res = run_app(tmp_path, "sweep=importance", "sweep.budget=12", "sweep.halving=3", "epochs=9",
+                  "sweep.space.model.depth=[1,2]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    short = [t for t in trials if t["launch"] == "stop_after=3"]
+    resumed = [t for t in trials if t["launch"].startswith("resume=")]
+    assert short and resumed and all(t["round"] == "4" for t in resumed)
+    by_dir = {t["run_dir"]: t for t in short}
+    for stage in {t["stage"] for t in short}:
+        runs = sorted((t for t in short if t["stage"] == stage), key=lambda t: -float(t["metric"]))
+        cont = [t for t in resumed if t["stage"] == stage]
+        # the best third of the stage's short runs, each continued from its own run folder, same point
+        assert len(cont) == math.ceil(len(runs) / 3)
+        assert {by_dir[t["launch"].split("=", 1)[1]]["overrides"] for t in cont} == {t["overrides"] for t in runs[:len(cont)]}
+        assert all(t["overrides"] == by_dir[t["launch"].split("=", 1)[1]]["overrides"] for t in cont)
+    # more points tried than whole runs fit in the same epochs (a short run costs 1/3, a continuation 2/3)
+    spent = len(short) / 3 + len(resumed) * 2 / 3
+    assert len(short) > 1.3 * spent and len(short) >= 2 * len(resumed)
+    # the pick comes from whole runs only, confirmed from scratch with the second seed
+    best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
+    picked = [t for t in trials if int(t["trial"]) in best["trials"]]
+    assert best["seeds"] == [0, 1] and all(t["launch"] == "" or t["launch"].startswith("resume=") for t in picked)
+    assert [t["launch"] for t in trials if t["stage"] == "confirm"] == ["", ""]
