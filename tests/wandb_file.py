@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def records(path: Path) -> list:
         if kind == 0:  # zero-filled rest of a block
             pos += BLOCK - pos % BLOCK
             continue
+        if pos + 7 + n > len(data):  # a chunk still being written
+            break
         parts += data[pos + 7:pos + 7 + n]
         pos += 7 + n
         if kind in (FULL, LAST):
@@ -58,8 +61,18 @@ class OfflineRun:
     exit_code: int | None = None
 
 
-def read_run(folder: Path) -> OfflineRun:
-    """One offline-run-* folder -> what it recorded."""
+def read_run(folder: Path, wait: float = 60.0) -> OfflineRun:
+    """One offline-run-* folder -> what it recorded. wandb's service process writes the file on its own
+    after `finish` returns (and before the process exits), so this waits for the run's exit record."""
+    deadline = time.monotonic() + wait
+    while True:
+        run = _read(folder)
+        if run.exit_code is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _read(folder: Path) -> OfflineRun:
     (path,) = Path(folder).glob("run-*.wandb")
     run = OfflineRun()
     for rec in records(path):
