@@ -269,3 +269,40 @@ def test_ray_trials_ask_for_a_gpu_when_told(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     _gpus_per_ray_trial(cfg)
     assert cfg.hydra.launcher.ray.remote.num_gpus == 1
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_at_random_moments_counts_every_trial_once(tmp_path):
+    """The sweep process itself killed (SIGKILL or SIGTERM) at seeded random moments - between trials,
+    inside one, while trials.csv is written - and rerun each time: it ends with the trials of a sweep
+    never interrupted, each in trials.csv once."""
+    import random
+    import signal
+    import time
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight.mkdir(), killed.mkdir()
+    t0 = time.perf_counter()
+    assert run_app(straight, *FAST).returncode == 0
+    wall = time.perf_counter() - t0
+    rng = random.Random(15)
+    env = {**os.environ, "SWEEP_CALLS": str(killed / "calls.txt"), "HYDRA_FULL_ERROR": "1"}
+    env.pop("SWEEP_KILL_AT", None)
+    cmd = [sys.executable, str(APP), "-m", *FAST, f"hydra.sweep.dir={killed / 'sw'}"]
+    kills = 0
+    for _ in range(12):
+        proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(0.2, wall))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(rng.choice([signal.SIGKILL, signal.SIGTERM]))
+            kills += 1
+        if proc.wait(timeout=120) == 0:
+            break
+    else:
+        assert run_app(killed, *FAST).returncode == 0
+    assert kills >= 2  # the sweep was really interrupted, more than once
+    same = ["stage", "round", "seed", "overrides", "metric", "status"]
+    got = [tuple(t[k] for k in same) for t in rows(killed)]
+    assert got == [tuple(t[k] for k in same) for t in rows(straight)]
+    assert len(set(got)) == len(got)  # every trial once
