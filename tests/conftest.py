@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,10 @@ from hydra import compose, initialize_config_dir
 
 from dlrunner.cli import CONF_DIR
 from dlrunner.rundir import register_resolvers
+
+# the runs of a test worker share one prepared-data cache, as a user's runs share ./data; set before
+# any fixture copies the environment, so a run in a subprocess and the test reading its config agree
+os.environ["DLRUN_DATA"] = tempfile.mkdtemp(prefix="dlrun-data-")
 
 # one intra-op thread per test worker when the suite runs in parallel (make test: pytest -n 2)
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
@@ -29,18 +34,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def shared_data_root(tmp_path_factory):
-    """The runs of a test worker share one prepared-data cache, as a user's runs share ./data."""
-    old = os.environ.get("DLRUN_DATA")
-    os.environ["DLRUN_DATA"] = str(tmp_path_factory.mktemp("data"))
-    yield os.environ["DLRUN_DATA"]
-    if old is None:
-        os.environ.pop("DLRUN_DATA", None)
-    else:
-        os.environ["DLRUN_DATA"] = old
 
 
 @pytest.fixture

@@ -152,7 +152,7 @@ def test_a_sweeps_winner_saved_as_a_preset_reproduces_it(dlrun, tmp_path):
     sw = tmp_path / "sw"
     job = ["data=tabular", "model=mlp", "epochs=3"]
     r = dlrun("-m", "sweep=importance", "sweep.budget=4", "sweep.seeds=[0]", "sweep.tiers=[[optim.lr,schedule]]",
-              "sweep.shares=[1.0]", "sweep.threads_per_trial=1", *job, f"hydra.sweep.dir={sw}")
+              "sweep.shares=[0.5,0.5]", "sweep.threads_per_trial=1", *job, f"hydra.sweep.dir={sw}")
     assert r.returncode == 0, r.stderr[-3000:]
     best = json.loads((sw / "importance.json").read_text())["best"]
     mine = tmp_path / "mine"
