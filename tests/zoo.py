@@ -210,14 +210,8 @@ def wrong_width_head(in_shape, num_classes):
     return _net(in_shape, num_classes + 2)
 
 
-class DataCut(nn.Module):
+class DataCut(Detached):
     """Bug: the features are read through .data, which cuts the gradient to the conv layer."""
-
-    def __init__(self, in_shape, num_classes):
-        super().__init__()
-        c, h, w = in_shape
-        self.features = nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(8 * (h // 2) * (w // 2), 64), nn.ReLU(), nn.Linear(64, num_classes))
 
     def forward(self, x):
         return self.head(self.features(x).data)
