@@ -34,7 +34,7 @@ def data_root_override(name: str) -> list[str]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from dlrunner.rundir import register_resolvers
+    from dlrunner.reporting.rundir import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dlrunner.console import Reporter  # noqa: E402  (this checkout's dlrunner, put first on the path above)
+from dlrunner.reporting.console import Reporter  # noqa: E402  (this checkout's dlrunner, put first on the path above)
 from measure import median, mfu, peak_bf16, ratios, read_metrics, steady, time_to_target  # noqa: E402
 
 
@@ -93,12 +93,12 @@ def same_weights(tmp: Path, overrides: list[str], device: str = "cpu", epochs: i
     (deterministic=true): the largest difference between their final weights."""
     from omegaconf import OmegaConf
 
-    from dlrunner import runner
+    from dlrunner.modes import train as runner
     from dlrunner.build import build_job
-    from dlrunner.checkpoint import Checkpointer
-    from dlrunner.console import Reporter
+    from dlrunner.engine.checkpoint import Checkpointer
+    from dlrunner.reporting.console import Reporter
     from dlrunner.data.batches import epoch_chunks
-    from dlrunner.loop import Meter, TrainState
+    from dlrunner.engine.loop import Meter, TrainState
     from handloop import hand_epoch
 
     cfg = compose_cfg([f"device={device}", "deterministic=true", f"epochs={epochs}", *overrides])
@@ -129,12 +129,12 @@ def overhead(tmp: Path, overrides: list[str], rounds: int, device: str = "cpu") 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from dlrunner import runner
+    from dlrunner.modes import train as runner
     from dlrunner.build import build_job
-    from dlrunner.checkpoint import Checkpointer
-    from dlrunner.console import Reporter
-    from dlrunner.loop import Meter, TrainState
-    from dlrunner.rundir import register_resolvers
+    from dlrunner.engine.checkpoint import Checkpointer
+    from dlrunner.reporting.console import Reporter
+    from dlrunner.engine.loop import Meter, TrainState
+    from dlrunner.reporting.rundir import register_resolvers
     from handloop import hand_epoch
 
     register_resolvers()
@@ -285,7 +285,7 @@ def compose_cfg(overrides: list[str]):
     """conf/ composed with these overrides, as `dlrun` composes it."""
     from hydra import compose, initialize_config_dir
 
-    from dlrunner.rundir import register_resolvers
+    from dlrunner.reporting.rundir import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -309,8 +309,7 @@ class EpochStarts(Reporter):
 def train_here(run_dir: Path, overrides: list[str]) -> tuple[list[float], dict]:
     """`dlrun <overrides>` in this process, all of it (build, epochs with checkpoints and metrics.csv,
     the end-of-run analysis) but Hydra's start-up; returns when each epoch started, and summary.json."""
-    from dlrunner import runner
-
+    from dlrunner.modes import train as runner
     run_dir.mkdir(parents=True)
     out = EpochStarts()
     runner.train(compose_cfg(overrides), run_dir, {}, out)
@@ -464,7 +463,7 @@ def step_flops(job) -> int:
 def timed_steps(job, cfg, warmup: int, steps: int) -> float:
     """Seconds for `steps` training steps of dlrun's loop (loop.train_epoch) that follow `warmup` steps
     (cuDNN autotuning, torch.compile) in the same epoch, so a DataLoader's prefetching runs on."""
-    from dlrunner.loop import Meter, Throughput, TrainState, train_epoch
+    from dlrunner.engine.loop import Meter, Throughput, TrainState, train_epoch
 
     sync = torch.cuda.synchronize if job.device.type == "cuda" else (lambda: None)
     every, done, marks = int(cfg.log_every), [0], []

@@ -20,7 +20,7 @@ from dlrunner.data.augment import make_augment
 from dlrunner.data.batches import make_batches, place
 from dlrunner.data.core import DataBundle, from_tensors
 from dlrunner.errors import DlrunError
-from dlrunner.precision import Precision
+from dlrunner.engine.precision import Precision
 from dlrunner.tricks.base import Trick, Tricks
 
 PRECISIONS = {"32": None, "bf16-mixed": "bf16", "16-mixed": "fp16"}
@@ -130,8 +130,7 @@ def build_model(node: DictConfig, data: DataBundle, note: Callable[[str], None])
 def load_matching(model: nn.Module, path: str, note: Callable[[str], None]) -> None:
     """Start from another run's weights (e.g. trained on other classes): every tensor whose name
     and shape match is loaded; the rest (typically the head) keeps its fresh init."""
-    from dlrunner import checkpoint
-
+    from dlrunner.engine import checkpoint
     saved = checkpoint.load(path)["model"]
     own = model.state_dict()
     match = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
@@ -175,10 +174,10 @@ def fast_paths(model: nn.Module, modality: str, amp_dtype: str | None, device_ty
 
 def auto_batch_size(model: nn.Module, loss_fn: Callable, data: DataBundle, precision: Precision,
                     device: torch.device, note: Callable[[str], None]) -> int:
-    """data.batch_size=auto (dlrunner.batchsize). In a data-parallel run each process probes its
+    """data.batch_size=auto (dlrunner.engine.batchsize). In a data-parallel run each process probes its
     own share; the ranks agree on the smallest, and the global batch is that times their number."""
-    from dlrunner import distributed
-    from dlrunner.batchsize import cap, find_batch_size
+    from dlrunner.engine import distributed
+    from dlrunner.engine.batchsize import cap, find_batch_size
 
     train = data.train
     if hasattr(train, "x"):

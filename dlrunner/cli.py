@@ -11,16 +11,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dlrunner import fasthelp
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError, TrainingDiverged
-from dlrunner.rundir import discard_unstarted, register_resolvers
+from dlrunner.reporting.rundir import discard_unstarted, register_resolvers
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> float | None:
-    from dlrunner import distributed, runner
+    from dlrunner.engine import distributed
+    from dlrunner.modes import train as runner
     from dlrunner.validate import validate
 
     out = Reporter()
@@ -57,13 +58,11 @@ def _in_importance_sweep(hc) -> bool:
 
 def _dispatch(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float | None:
     """Run the selected mode (in every rank of a data-parallel run)."""
-    from dlrunner import runner
-
+    from dlrunner.modes import train as runner
     if cfg.mode == "eval":
         return runner.evaluate_checkpoint(cfg, run_dir, choices, out)
     if cfg.mode == "doctor":
         from dlrunner import doctor
-
         status = doctor.run(cfg, run_dir, choices, out)
         if status:
             sys.exit(status)
@@ -71,19 +70,19 @@ def _dispatch(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Repo
     if cfg.mode == "lr_find":
         return runner.find_lr(cfg, run_dir, choices, out)
     if cfg.mode == "compare":
-        from dlrunner.compare import run_mode
+        from dlrunner.modes.compare import run_mode
 
         return run_mode(cfg, run_dir)
     if cfg.mode == "predict":
-        from dlrunner.predict import predict
+        from dlrunner.modes.predict import predict
 
         return predict(cfg, run_dir, out)
     if cfg.mode == "export":
-        from dlrunner.export import export
+        from dlrunner.modes.export import export
 
         return export(cfg, run_dir, out)
     if cfg.mode == "climb":
-        from dlrunner.climb import climb
+        from dlrunner.modes.climb import climb
 
         return climb(cfg, run_dir, HydraConfig.get(), out)
     return runner.train(cfg, run_dir, choices, out)
@@ -117,7 +116,7 @@ def launch() -> None:
     resumable = any(a.split("=", 1)[0] == "sweep" for a in sys.argv[1:])
     sys.argv = [a if resumable and a.startswith("hydra.sweep.dir=") else _unique(a) for a in sys.argv]
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # a rank of a data-parallel run: rank 0 names the run folder
-        from dlrunner.distributed import join_run_dir
+        from dlrunner.engine.distributed import join_run_dir
 
         join_run_dir()
     app()

@@ -90,7 +90,7 @@ def check_composes(config_dir: Path, name: str) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    from dlrunner.rundir import register_resolvers
+    from dlrunner.reporting.rundir import register_resolvers
 
     register_resolvers()
     extra = [] if config_dir.resolve() == CONF_DIR.resolve() else [f"hydra.searchpath=[file://{config_dir.resolve()}]"]

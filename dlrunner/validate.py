@@ -11,7 +11,7 @@ MODES = ("train", "eval", "lr_find", "doctor", "compare", "predict", "export", "
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 PLOTS = ("all", "end", "none")
-EXPORT_FORMATS = ("torchscript", "onnx", "safetensors")  # mode=export; dlrunner.export.FORMATS has their files
+EXPORT_FORMATS = ("torchscript", "onnx", "safetensors")  # mode=export; dlrunner.modes.export.FORMATS has their files
 
 
 def _num(cfg: DictConfig, key: str):
@@ -111,7 +111,7 @@ def check_devices(cfg: DictConfig, devices) -> None:
 
     import torch
 
-    from dlrunner.distributed import UNSUPPORTED_TRICKS
+    from dlrunner.engine.distributed import UNSUPPORTED_TRICKS
 
     if not isinstance(devices, int) or devices < 1:
         raise DlrunError(f"trainer.devices must be an integer >= 1, got {devices!r}")

@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from dlrunner.cli import CONF_DIR
-from dlrunner.rundir import register_resolvers
+from dlrunner.reporting.rundir import register_resolvers
 
 # the runs of a test worker share one prepared-data cache, as a user's runs share ./data; set before
 # any fixture copies the environment, so a run in a subprocess and the test reading its config agree
@@ -84,8 +84,7 @@ def sigterm_at():
     import signal
     from unittest import mock
 
-    from dlrunner import runner
-
+    from dlrunner.modes import train as runner
     @contextlib.contextmanager
     def patch(n: int):
         calls = {"n": 0}

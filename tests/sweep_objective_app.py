@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dlrunner.rundir import register_resolvers  # noqa: E402
+from dlrunner.reporting.rundir import register_resolvers  # noqa: E402
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 

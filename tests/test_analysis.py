@@ -13,11 +13,15 @@ import torch
 from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from dlrunner import analysis, checkpoint, plots, runner
+from dlrunner.reporting import analysis, plots
+
+from dlrunner.engine import checkpoint
+
+from dlrunner.modes import train as runner
 from dlrunner.build import build_job
-from dlrunner.console import Reporter
-from dlrunner.loop import TrainState
-from dlrunner.predict import rebuild
+from dlrunner.reporting.console import Reporter
+from dlrunner.engine.loop import TrainState
+from dlrunner.modes.predict import rebuild
 
 CPU = torch.device("cpu")
 

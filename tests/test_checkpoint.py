@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlrunner import checkpoint
+from dlrunner.engine import checkpoint
 from dlrunner.errors import DlrunError
 
 

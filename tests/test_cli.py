@@ -41,7 +41,7 @@ def test_smoke_run_writes_a_complete_run_folder(dlrun):
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ck["state"]["epoch"] == 2 and {"model", "optimizer", "schedule", "rng", "tricks"} <= set(ck)
     assert "epoch 2/2" in r.stdout and "val/acc" in r.stdout  # plain per-epoch lines off a terminal
-    from dlrunner.verdict import fit_verdict
+    from dlrunner.reporting.verdict import fit_verdict
     hist = [{k: float(v) for k, v in row.items()} for row in m]
     assert s["fit"] == fit_verdict(hist) and f"fit: {s['fit']['verdict']}" in r.stdout
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from dlrunner import compare
+from dlrunner.modes import compare
 from dlrunner.errors import DlrunError
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -32,7 +32,7 @@ def report(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     script = Path(sys.executable).parent / "dlrun-report"
     if script.exists():
         return subprocess.run([str(script), *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120)
-    return run(*args, cwd=cwd, module="dlrunner.compare")
+    return run(*args, cwd=cwd, module="dlrunner.modes.compare")
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -18,7 +18,7 @@ import torch
 
 from dlrunner.data.batches import TensorBatches
 from dlrunner.data.core import Split
-from dlrunner.distributed import ShardedBatches, World
+from dlrunner.engine.distributed import ShardedBatches, World
 from dlrunner.errors import DlrunError
 from dlrunner.validate import validate
 

@@ -12,13 +12,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dlrunner import checkpoint, export, runner
+from dlrunner.engine import checkpoint
+
+from dlrunner.modes import export, train as runner
 from dlrunner.build import build_model
 from dlrunner.cli import CONF_DIR
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.predict import rebuild
-from dlrunner.rundir import register_resolvers
+from dlrunner.modes.predict import rebuild
+from dlrunner.reporting.rundir import register_resolvers
 from dlrunner.validate import EXPORT_FORMATS
 
 
@@ -52,7 +54,7 @@ def do_export(run: Path, fmt: str, out_dir: Path) -> float:
 
 
 def load_artifact(fmt: str, path: Path, ckpt: dict):
-    """Each format through its own library, not through dlrunner.export."""
+    """Each format through its own library, not through dlrunner.modes.export."""
     if fmt == "torchscript":
         with warnings.catch_warnings():  # torch.jit.load is marked deprecated, yet it is how .ts files load
             warnings.simplefilter("ignore", FutureWarning)

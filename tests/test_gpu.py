@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from dlrunner import runner
+from dlrunner.modes import train as runner
 from dlrunner.build import build_job
-from dlrunner.console import Reporter
-from dlrunner.loop import Meter, TrainState, evaluate, train_epoch
+from dlrunner.reporting.console import Reporter
+from dlrunner.engine.loop import Meter, TrainState, evaluate, train_epoch
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")

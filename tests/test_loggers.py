@@ -12,10 +12,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dlrunner import runner
-from dlrunner.console import Reporter
+from dlrunner.modes import train as runner
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.loggers import flatten
+from dlrunner.reporting.loggers import flatten
 
 RUN = ("epochs=2", "data.fraction=0.2")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
@@ -63,7 +63,7 @@ def test_logger_group_composes_one_node_per_logger(make_cfg):
     assert list(make_cfg().logger) == ["csv"]
     cfg = make_cfg("logger=[csv,tensorboard,mlflow]", "logger.tensorboard.hist_every=2")
     assert list(cfg.logger) == ["csv", "tensorboard", "mlflow"] and cfg.logger.tensorboard.hist_every == 2
-    assert cfg.logger.mlflow._target_ == "dlrunner.loggers.MLflowLogger"
+    assert cfg.logger.mlflow._target_ == "dlrunner.reporting.loggers.MLflowLogger"
 
 
 @pytest.mark.slow

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from dlrunner import runner
+from dlrunner.modes import train as runner
 from dlrunner.build import build_job, pick_device
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.data.batches import TensorBatches, epoch_chunks
 from dlrunner.data.core import Split
-from dlrunner.loop import Meter, TrainState, evaluate, train_epoch
-from dlrunner.precision import Precision
+from dlrunner.engine.loop import Meter, TrainState, evaluate, train_epoch
+from dlrunner.engine.precision import Precision
 
 CPU = torch.device("cpu")
 
@@ -86,7 +86,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(make_cfg, tmp_path, sigterm
 
 
 def test_resume_auto_skips_completed_and_already_resumed_runs(make_cfg, tmp_path):
-    from dlrunner.rundir import find_resumable
+    from dlrunner.reporting.rundir import find_resumable
     cfg = make_cfg("debug=smoke", "epochs=1")
     runner.train(cfg, tmp_path / "outputs" / "done", {}, Reporter(live=False))
     assert find_resumable(tmp_path / "outputs", runner.config_key(cfg)) is None

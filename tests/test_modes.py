@@ -11,10 +11,10 @@ import torch
 import yaml
 from hydra import initialize_config_dir
 
-from dlrunner import climb, runner
+from dlrunner.modes import climb, train as runner
 from dlrunner.build import build_data, build_model
 from dlrunner.cli import CONF_DIR
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.data.batches import TensorBatches
 from dlrunner.errors import DlrunError
 

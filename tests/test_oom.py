@@ -10,8 +10,8 @@ from torch import nn
 
 from dlrunner.build import build_job
 from dlrunner.errors import DlrunError
-from dlrunner.loop import Meter, TrainState, train_epoch
-from dlrunner.oom import OOMGuard, pieces
+from dlrunner.engine.loop import Meter, TrainState, train_epoch
+from dlrunner.engine.oom import OOMGuard, pieces
 
 CPU = torch.device("cpu")
 
@@ -147,7 +147,7 @@ class LimitedLeNet(nn.Module):
 
 
 def test_cap_leaves_enough_steps_per_epoch():
-    from dlrunner.batchsize import cap
+    from dlrunner.engine.batchsize import cap
 
     assert [cap(n) for n in (10, 1300, 50_000, 10**7)] == [2, 64, 2048, 4096]
 
@@ -170,8 +170,8 @@ def test_auto_batch_size_is_the_largest_power_of_two_that_fits_and_leaves_no_tra
 def test_auto_batch_size_in_the_summary(make_cfg, tmp_path):
     import json
 
-    from dlrunner import runner
-    from dlrunner.console import Reporter
+    from dlrunner.modes import train as runner
+    from dlrunner.reporting.console import Reporter
 
     cfg = make_cfg("model._target_=tests.test_oom.LimitedLeNet", "+model.limit=5", "device=cpu",
                    "data.batch_size=auto", "data.fraction=0.1", "epochs=1")

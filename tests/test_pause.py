@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from dlrunner import runner
-from dlrunner.console import Reporter
+from dlrunner.modes import train as runner
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
 from dlrunner.validate import validate
 

@@ -10,9 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dlrunner import plots
-
-
+from dlrunner.reporting import plots
 def pixels(path) -> np.ndarray:
     with Image.open(path) as img:
         assert img.format == "PNG"

@@ -13,12 +13,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
-from dlrunner import checkpoint, predict, runner
-from dlrunner.analysis import raw_inputs
+from dlrunner.engine import checkpoint
+
+from dlrunner.modes import predict, train as runner
+from dlrunner.reporting.analysis import raw_inputs
 from dlrunner.cli import CONF_DIR
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.rundir import register_resolvers
+from dlrunner.reporting.rundir import register_resolvers
 from dlrunner.validate import validate
 
 

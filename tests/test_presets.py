@@ -16,9 +16,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from dlrunner import runner
+from dlrunner.modes import train as runner
 from dlrunner.cli import CONF_DIR
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 
 EXPERIMENTS = Path(CONF_DIR) / "experiment"
 PRESETS = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))

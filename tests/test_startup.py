@@ -12,12 +12,14 @@ import time
 import pytest
 import torch
 
-from dlrunner import checkpoint, runner
+from dlrunner.engine import checkpoint
+
+from dlrunner.modes import train as runner
 from dlrunner.build import build_job
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.data import cache
-from dlrunner.painter import Painter
-from dlrunner.timing import Timings
+from dlrunner.reporting.painter import Painter
+from dlrunner.reporting.timing import Timings
 
 CPU = torch.device("cpu")
 
@@ -42,7 +44,7 @@ def test_help_text_is_hydras_own(tmp_path):
     """The shared group listing changes the time --help takes, not a character of what it prints."""
     ours = run_cli(["--help"], tmp_path)
     hydra_path = ("import sys\nsys.argv = ['dlrun', '--help']\nfrom dlrunner.cli import app\n"
-                  "from dlrunner.rundir import register_resolvers\nregister_resolvers()\n"
+                  "from dlrunner.reporting.rundir import register_resolvers\nregister_resolvers()\n"
                   "try:\n    app()\nexcept SystemExit:\n    pass\n")
     theirs = subprocess.run([sys.executable, "-c", hydra_path], cwd=tmp_path, capture_output=True, text=True)
     assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
@@ -132,7 +134,7 @@ def test_curves_are_redrawn_after_every_epoch_with_plots_all(make_cfg, tmp_path)
 
         def submit(self, key, fn, *args):
             self.calls.append((key, len(args[0]) if key == "curves" else None))
-    from dlrunner.loop import Meter, TrainState
+    from dlrunner.engine.loop import Meter, TrainState
 
     for plots, want in (("all", [("curves", 1), ("curves", 2), ("curves", 3)]), ("end", [])):
         cfg = make_cfg("debug=smoke", "epochs=3", f"plots={plots}")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlrunner import schedules
+from dlrunner.engine import schedules
 from dlrunner.build import build_job
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.amp import Amp

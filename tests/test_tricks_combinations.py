@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrunner import runner
+from dlrunner.modes import train as runner
 from dlrunner.build import build_job
-from dlrunner.checkpoint import Checkpointer
+from dlrunner.engine.checkpoint import Checkpointer
 from dlrunner.cli import CONF_DIR
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.loop import Meter, TrainState
+from dlrunner.engine.loop import Meter, TrainState
 
 TRICKS = sorted(p.stem for p in (Path(CONF_DIR) / "trick").glob("*.yaml"))
 CPU = torch.device("cpu")
@@ -27,7 +27,7 @@ def source(tmp_path_factory):
     """Trained weights for the tricks that need them (gradual_unfreezing)."""
     from hydra import compose, initialize_config_dir
 
-    from dlrunner.rundir import register_resolvers
+    from dlrunner.reporting.rundir import register_resolvers
     register_resolvers()
     out = tmp_path_factory.mktemp("src")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrunner import runner
+from dlrunner.modes import train as runner
 from dlrunner.build import build_job
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.loop import Meter, TrainState, train_epoch
+from dlrunner.engine.loop import Meter, TrainState, train_epoch
 from dlrunner.tricks.ema import EMA
 from dlrunner.tricks.label_smoothing import smooth
 

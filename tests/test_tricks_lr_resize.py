@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrunner import build, runner
+from dlrunner import build
+from dlrunner.modes import train as runner
 from dlrunner.build import build_job
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.precision import Precision
+from dlrunner.engine.precision import Precision
 from dlrunner.tricks.lr_finder import LRFinder, lr_find, preserved, range_test, suggest
 from dlrunner.tricks.progressive_resizing import ProgressiveResizing, side_at
 

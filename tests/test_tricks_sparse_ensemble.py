@@ -11,9 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from dlrunner import runner, schedules
+from dlrunner.modes import train as runner
+
+from dlrunner.engine import schedules
 from dlrunner.build import build_job
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.dsd import DSD
 from dlrunner.tricks.prune import Prune, prunable

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlrunner import runner
+from dlrunner.modes import train as runner
 from dlrunner.build import build_job
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.loop import Meter, TrainState, train_epoch
+from dlrunner.engine.loop import Meter, TrainState, train_epoch
 from dlrunner.tricks.gradual_unfreezing import discriminative_lrs
 
 CPU = torch.device("cpu")

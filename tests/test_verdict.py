@@ -1,7 +1,7 @@
 """The fit verdict reads the curves the way the guides do."""
 from __future__ import annotations
 
-from dlrunner.verdict import fit_verdict
+from dlrunner.reporting.verdict import fit_verdict
 
 
 def curve(train_acc, val_acc, val_loss):

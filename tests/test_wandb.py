@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dlrunner import runner
-from dlrunner.console import Reporter
+from dlrunner.modes import train as runner
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.wandb_logger import logged_in, resolve_mode
+from dlrunner.reporting.wandb_logger import logged_in, resolve_mode
 from tests.wandb_file import offline_runs, read_run
 
 pytest.importorskip("wandb")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dlrunner.precision import Precision, resolve_dtype
+from dlrunner.engine.precision import Precision, resolve_dtype
 from dlrunner.tricks.base import Trick
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from dlrunner.errors import DlrunError
-from dlrunner.precision import DTYPES, Precision, resolve_dtype
+from dlrunner.engine.precision import DTYPES, Precision, resolve_dtype
 from dlrunner.tricks.base import Trick
 
 

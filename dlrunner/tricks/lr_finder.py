@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from dlrunner import plots
-from dlrunner.checkpoint import rng_state, set_rng_state, snapshot
+from dlrunner.reporting import plots
+from dlrunner.engine.checkpoint import rng_state, set_rng_state, snapshot
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from dlrunner import schedules
+from dlrunner.engine import schedules
 from dlrunner.tricks.base import Trick
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.optim.lr_scheduler import LambdaLR
 
-from dlrunner import checkpoint
+from dlrunner.engine import checkpoint
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch.optim.lr_scheduler import LambdaLR
 
-from dlrunner import optim
+from dlrunner.engine import optim
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
 

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from torch import nn
 
 from dlrunner.errors import DlrunError
-from dlrunner.loggers import need, run_name, scalars
+from dlrunner.reporting.loggers import need, run_name, scalars
 
 MODES = ("auto", "online", "offline", "disabled")
 # summary["status"] -> exit code given to wandb's finish (0: FINISHED; anything else: FAILED)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from omegaconf import DictConfig
 
-from dlrunner import analysis
-from dlrunner.loop import Meter
+from dlrunner.reporting import analysis
+from dlrunner.engine.loop import Meter
 
 if TYPE_CHECKING:
     from dlrunner.build import Job

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-from dlrunner import rundir
+from dlrunner.reporting import rundir
 from dlrunner.errors import DlrunError
 
 

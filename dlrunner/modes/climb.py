@@ -20,11 +20,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dlrunner import rundir
-from dlrunner.console import Reporter
+from dlrunner.reporting import rundir
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.rung import Launcher, Result, Rung, earlier_rungs
-from dlrunner.rung import override_key as _key
+from dlrunner.modes.climb_rung import Launcher, Result, Rung, earlier_rungs
+from dlrunner.modes.climb_rung import override_key as _key
 
 RUNG_KEYS = ("mode", "resume", "climb")  # command-line keys the rungs do not inherit
 CSV_FIELDS = ["rung", "label", "overrides", "status", "params", "metric", "gain", "time", "reused", "run_dir",
@@ -141,7 +141,7 @@ def _compose_rung(config_name: str, index: int, own: list[str], user: list[str],
                   note: Callable[[str], None]) -> Rung:
     from hydra import compose
 
-    from dlrunner.runner import config_key
+    from dlrunner.modes.train import config_key
     from dlrunner.validate import validate
 
     switches = any(_key(o) == "model" for o in own)
@@ -174,7 +174,7 @@ def _compose_rung(config_name: str, index: int, own: list[str], user: list[str],
 def climb(cfg: DictConfig, run_dir: Path, hc: Any, out: Reporter) -> float:
     """mode=climb: plan and check every rung, train them in order until one no longer pays, write
     climb.json and climb.csv, print the table; returns the chosen rung's metric."""
-    from dlrunner.runner import Interrupted, config_key, minimize
+    from dlrunner.modes.train import Interrupted, config_key, minimize
 
     metric, lower, min_gain = str(cfg.optimized_metric), minimize(str(cfg.optimized_metric)), float(cfg.climb.min_gain)
     rungs, source = plan(cfg, hc, out.info)

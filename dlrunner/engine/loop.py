@@ -9,8 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dlrunner.oom import OOMGuard, pieces
-from dlrunner.precision import Precision
+from dlrunner.engine.oom import OOMGuard, pieces
+from dlrunner.engine.precision import Precision
 from dlrunner.tricks.base import Tricks
 
 
@@ -92,7 +92,7 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
     so the averaged gradient is the whole batch's.
 
     oom: on out-of-memory the batch is retried in smaller pieces whose gradients add up to the
-    whole batch's (see dlrunner.oom); without it the error propagates.
+    whole batch's (see dlrunner.engine.oom); without it the error propagates.
 
     watch: the run's watchdog (dlrunner.watch): it sees the gradients before each step and the
     loss after it, and checks its invariants every few steps."""

@@ -1,5 +1,5 @@
 """Pictures of a run: learning curves, the inputs exactly as the net receives them, the confusion
-matrix and the highest losses. Each is one PIL image (dlrunner.canvas), drawn in milliseconds."""
+matrix and the highest losses. Each is one PIL image (dlrunner.reporting.canvas), drawn in milliseconds."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dlrunner import canvas
-from dlrunner.canvas import BLACK, GREY, Box, Chart, Series
+from dlrunner.reporting import canvas
+from dlrunner.reporting.canvas import BLACK, GREY, Box, Chart, Series
 
 HEADER = 26  # px above the panels for the picture's title
 TITLE = 16  # px above each panel for its own title

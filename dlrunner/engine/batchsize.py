@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from dlrunner.checkpoint import snapshot
-from dlrunner.oom import free_memory
-from dlrunner.precision import Precision
+from dlrunner.engine.checkpoint import snapshot
+from dlrunner.engine.oom import free_memory
+from dlrunner.engine.precision import Precision
 
 MARGIN = 0.85  # share of the GPU's memory a probe may peak at
 MAX_BATCH = 4096

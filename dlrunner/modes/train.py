@@ -11,16 +11,20 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrunner import analysis, checkpoint, distributed, plots, rundir, watch
+from dlrunner.reporting import analysis, plots, rundir
+
+from dlrunner.engine import checkpoint, distributed
+
+from dlrunner import watch
 from dlrunner.build import Job, build_job, pick_device
-from dlrunner.console import Reporter
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError, TrainingDiverged
-from dlrunner.loggers import Loggers, build_loggers
-from dlrunner.loop import Meter, NonFiniteLoss, Throughput, TrainState, evaluate, train_epoch
-from dlrunner.oom import OOMGuard
-from dlrunner.painter import Painter
-from dlrunner.timing import Timings
-from dlrunner.verdict import final_verdict, fit_verdict
+from dlrunner.reporting.loggers import Loggers, build_loggers
+from dlrunner.engine.loop import Meter, NonFiniteLoss, Throughput, TrainState, evaluate, train_epoch
+from dlrunner.engine.oom import OOMGuard
+from dlrunner.reporting.painter import Painter
+from dlrunner.reporting.timing import Timings
+from dlrunner.reporting.verdict import final_verdict, fit_verdict
 
 IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "plots", "stop_after", "out_dir", "checkpoint_interval", "eval_test",
                       "logger", "dir", "sort", "csv", "input", "format", "doctor", "climb",
@@ -167,7 +171,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     if cfg.get("watch", True) and world.main:  # rank 0 alone: its checks involve no other rank
         job.watch = watch.build(job, out.warn, int(cfg.get("watch_every", 10)))
     if final:
-        from dlrunner.final import CountedPasses
+        from dlrunner.modes.final import CountedPasses
 
         if len(job.data.test) == 0:
             raise DlrunError(f"mode=final scores the test split, but data={job.data.name} holds none out "
@@ -405,8 +409,7 @@ def finish(cfg: DictConfig, job: Job, state: TrainState, run_dir: Path, t_start:
     final = dict(state.history[-1]) if state.history else {}
     held_out = job.data.val_in_train  # mode=final
     if held_out:  # the one look at the test split, with the final weights
-        from dlrunner import final as final_mode
-
+        from dlrunner.modes import final as final_mode
         tested, errors = final_mode.score_test(job, run_dir, out.warn) if status == "completed" else ({}, {})
         final, best_row = {**final, **tested}, {**best_row, **tested}
         extra = {**final_mode.record(cfg, job, tested), **(extra or {})}  # value: the test metric

@@ -24,7 +24,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from dlrunner.console import fmt
+from dlrunner.reporting.console import fmt
 from dlrunner.errors import DlrunError
 
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss", "test/acc")
@@ -232,7 +232,7 @@ def label(run: Run, differing: list[str]) -> str:
 
 def plot(runs: list[Run], labels: dict[str, str], path: Path) -> Path:
     """val/acc and val/loss against epoch, one line per run, in the order of the table."""
-    from dlrunner.plots import _plt
+    from dlrunner.reporting.plots import _plt
 
     plt = _plt()
     from matplotlib.ticker import MaxNLocator

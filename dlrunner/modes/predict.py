@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from dlrunner import checkpoint
-from dlrunner.console import Reporter
+from dlrunner.engine import checkpoint
+from dlrunner.reporting.console import Reporter
 from dlrunner.data.core import broadcast
 from dlrunner.errors import DlrunError
 

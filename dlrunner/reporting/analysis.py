@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn.functional as F
 
-from dlrunner import plots
+from dlrunner.reporting import plots
 from dlrunner.data.core import Split, broadcast
 
 if TYPE_CHECKING:

@@ -22,11 +22,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dlrunner import checkpoint
-from dlrunner.analysis import split_inputs
-from dlrunner.console import Reporter
+from dlrunner.engine import checkpoint
+from dlrunner.reporting.analysis import split_inputs
+from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
-from dlrunner.predict import expectation, rebuild
+from dlrunner.modes.predict import expectation, rebuild
 from dlrunner.tricks.base import Trick
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""What `dlrun mode=...` does: one module per mode."""
