@@ -289,3 +289,14 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
     with building("trick"):
         tricks.bind(job)
     return job
+
+
+def rebuild(ckpt: dict, device: str, note: Callable[[str], None]) -> Job:
+    """A checkpoint's own job (its saved config: same data pipeline, model, tricks) on `device`,
+    with its weights and its tricks' state loaded: what eval, predict and export start from."""
+    saved = OmegaConf.create(ckpt["config"])
+    saved.device = device
+    job = build_job(saved, pick_device(str(device)), note, choices={})
+    job.base_model.load_state_dict(ckpt["model"])
+    job.tricks.load_state_dict(ckpt["tricks"])
+    return job

@@ -20,8 +20,9 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> float | None:
+    from dlrunner import modes
     from dlrunner.engine import distributed
-    from dlrunner.modes import train as runner
+    from dlrunner.engine.stop import Interrupted
     from dlrunner.validate import validate
 
     out = Reporter()
@@ -39,7 +40,7 @@ def app(cfg: DictConfig) -> float | None:
         with distributed.session(devices, run_dir, list(hc.overrides.task)) as world:
             if not world.main:
                 out.console.quiet = True  # rank 0 reports
-            return _dispatch(cfg, run_dir, choices, out)
+            return modes.run(modes.ModeRun(cfg, run_dir, choices, out, hc))
     except DlrunError as e:
         print(f"dlrun: error: {e}", file=sys.stderr)
         if _in_importance_sweep(hc):  # the sweeper records the failed trial and goes on
@@ -47,45 +48,13 @@ def app(cfg: DictConfig) -> float | None:
         if not isinstance(e, TrainingDiverged) and not hc.mode.name == "MULTIRUN":
             discard_unstarted(run_dir, cfg.get("out_dir"))  # refused before any work: no half-written run folder
         sys.exit(3 if isinstance(e, TrainingDiverged) else 2)
-    except runner.Interrupted as e:
+    except Interrupted as e:
         sys.exit(128 + e.signum)
 
 
 def _in_importance_sweep(hc) -> bool:
     """A job of `sweep=importance`: errors are raised to the sweeper, not turned into an exit."""
     return "dlrun_importance" in str(hc.sweeper.get("_target_", ""))
-
-
-def _dispatch(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter) -> float | None:
-    """Run the selected mode (in every rank of a data-parallel run)."""
-    from dlrunner.modes import train as runner
-    if cfg.mode == "eval":
-        return runner.evaluate_checkpoint(cfg, run_dir, choices, out)
-    if cfg.mode == "doctor":
-        from dlrunner import doctor
-        status = doctor.run(cfg, run_dir, choices, out)
-        if status:
-            sys.exit(status)
-        return 0.0
-    if cfg.mode == "lr_find":
-        return runner.find_lr(cfg, run_dir, choices, out)
-    if cfg.mode == "compare":
-        from dlrunner.modes.compare import run_mode
-
-        return run_mode(cfg, run_dir)
-    if cfg.mode == "predict":
-        from dlrunner.modes.predict import predict
-
-        return predict(cfg, run_dir, out)
-    if cfg.mode == "export":
-        from dlrunner.modes.export import export
-
-        return export(cfg, run_dir, out)
-    if cfg.mode == "climb":
-        from dlrunner.modes.climb import climb
-
-        return climb(cfg, run_dir, HydraConfig.get(), out)
-    return runner.train(cfg, run_dir, choices, out)
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dlrunner.errors import DlrunError
+from dlrunner.modes import MODES
 
-MODES = ("train", "eval", "lr_find", "doctor", "compare", "predict", "export", "climb", "final")
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 PLOTS = ("all", "end", "none")

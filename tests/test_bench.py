@@ -23,7 +23,7 @@ def load_run():
 
 
 def write_metrics(path: Path, accs: list[float], times: list[float]) -> Path:
-    # as runner.write_metrics lays it out, with a trick's column after `time` (lr_finder does that)
+    # as reporting.files.write_rows lays it out, with a trick's column after `time` (lr_finder does that)
     lines = ["epoch,train/loss,train/acc,val/loss,val/acc,lr,time,lr_finder/suggestion"]
     lines += [f"{i + 1},0.5,0.9,0.4,{a},0.0003,{t},0.0016" for i, (a, t) in enumerate(zip(accs, times))]
     path.write_text("\n".join(lines) + "\n")

@@ -142,7 +142,7 @@ def test_mlflow_interrupted_then_resumed_with_other_loggers(make_cfg, tmp_path, 
 def test_failed_run_is_failed_in_mlflow(make_cfg, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("validation broke")
-    monkeypatch.setattr(runner, "validate_split", boom)
+    monkeypatch.setattr("dlrunner.engine.loop.score_split", boom)
     quiet = Reporter(live=False)
     quiet.console.quiet = True
     cfg = make_cfg("logger=[csv,mlflow]", "epochs=1", "data.fraction=0.1", f"logger.mlflow.tracking_uri={tmp_path / 'ml'}")

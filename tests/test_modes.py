@@ -11,7 +11,7 @@ import torch
 import yaml
 from hydra import initialize_config_dir
 
-from dlrunner.modes import climb, train as runner
+from dlrunner.modes import climb, eval as eval_mode, train as runner
 from dlrunner.build import build_data, build_model
 from dlrunner.cli import CONF_DIR
 from dlrunner.reporting.console import Reporter
@@ -197,7 +197,7 @@ def test_final_trains_on_train_and_val_and_reads_the_test_split_once(make_cfg, t
         assert not any(k.startswith("val/") for k in next(csv.reader(f)))
     ev = tmp_path / "eval"
     ev.mkdir()
-    acc = runner.evaluate_checkpoint(make_cfg("mode=eval", f"ckpt={run}", "split=test"), ev, {}, Reporter(live=False))
+    acc = eval_mode.evaluate_checkpoint(make_cfg("mode=eval", f"ckpt={run}", "split=test"), ev, {}, Reporter(live=False))
     measured = json.loads((ev / "eval.json").read_text())
     assert measured["samples"] == len(ordinary.test)
     assert s["retrain"]["test"]["test/acc"] == acc == s["value"] == value and s["optimized_metric"] == "test/acc"

@@ -106,7 +106,7 @@ def test_failed_run_fails_in_wandb_and_a_resumed_run_without_it_starts_a_new_one
     def boom(*args, **kwargs):
         raise RuntimeError("validation broke")
     with monkeypatch.context() as m:
-        m.setattr(runner, "validate_split", boom)
+        m.setattr("dlrunner.engine.loop.score_split", boom)
         with pytest.raises(RuntimeError, match="validation broke"):
             runner.train(make_cfg("logger=[csv,wandb]", "epochs=1", "data.fraction=0.1"), tmp_path / "run", {}, quiet())
     (folder,) = offline_runs(tmp_path / "run")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -40,9 +39,11 @@ def cached(root: str | Path, name: str, key: dict[str, Any], build: Callable[[],
     data = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        torch.save({"key": json.loads(json.dumps(key, default=str)), "data": data}, tmp)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old state or the whole file
+        from dlrunner.reporting.files import atomic_write
+
+        # a concurrent reader sees the old state or the whole file
+        atomic_write(path, lambda f: torch.save({"key": json.loads(json.dumps(key, default=str)), "data": data}, f),
+                     binary=True)
     except OSError:
         pass
     return data

@@ -6,11 +6,17 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dlrunner.errors import DlrunError
+from dlrunner.reporting.files import atomic_write
+
+if TYPE_CHECKING:
+    from dlrunner.build import Job
+    from dlrunner.engine.loop import TrainState
+    from dlrunner.engine.meter import Meter
 
 FORMAT = "dlrunner-checkpoint/1"
 
@@ -20,13 +26,7 @@ def save(payload: dict[str, Any], path: str | Path) -> Path:
     a crash mid-write leaves the previous checkpoint intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **payload}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f), binary=True, fsync=True)
 
 
 def link(src: Path, dst: Path) -> None:
@@ -152,3 +152,28 @@ class Discard:
 
     def save_now(self, state: dict) -> None:
         pass
+
+
+def payload(job: Job, state: TrainState, meter: Meter, config_yaml: str) -> dict[str, Any]:
+    """What a checkpoint holds: everything a resumed run needs to continue exactly where this one is."""
+    return {"model": job.base_model.state_dict(), "optimizer": job.optimizer.state_dict(),
+            "schedule": job.schedule.state_dict(), "precision": job.precision.state_dict(),
+            "tricks": job.tricks.state_dict(), "rng": rng_state(), "meter": meter.state_dict(),
+            "state": {"epoch": state.epoch, "batch": state.batch, "step": state.step, "history": state.history,
+                      "best": state.best, "best_epoch": state.best_epoch},
+            "config": config_yaml, "data": job.data.meta()}
+
+
+def restore(job: Job, ckpt: dict, state: TrainState) -> Meter:
+    """Put a checkpoint's payload back into a freshly built job and state; the partial epoch's meter."""
+    from dlrunner.engine.meter import Meter
+
+    job.base_model.load_state_dict(ckpt["model"])
+    job.tricks.load_state_dict(ckpt["tricks"])  # first: a trick may have swapped the optimizer or schedule
+    job.optimizer.load_state_dict(ckpt["optimizer"])
+    job.schedule.load_state_dict(ckpt["schedule"])
+    job.precision.load_state_dict(ckpt["precision"])
+    for k, v in ckpt["state"].items():
+        setattr(state, k, v)
+    set_rng_state(ckpt["rng"])
+    return Meter(job.device, ckpt["meter"] if state.batch else None)

@@ -1,67 +1,27 @@
-"""The training loop: one epoch of steps, and evaluation. Plain arguments, no config."""
+"""The training loop: `fit` runs the epochs, `train_epoch` the steps of one. Plain arguments, no
+config: a test or a notebook calls them with a built job (dlrunner.build.build_job)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from dlrunner.engine.oom import OOMGuard, pieces
+from dlrunner.engine import distributed
+from dlrunner.engine.checkpoint import payload
+from dlrunner.engine.evaluate import evaluate, score_split  # noqa: F401 - evaluate: also imported from here
+from dlrunner.engine.meter import Meter, Throughput
+from dlrunner.engine.metric import improves, minimize
+from dlrunner.engine.oom import OOMGuard
 from dlrunner.engine.precision import Precision
+from dlrunner.engine.step import Backward
+from dlrunner.engine.stop import Interrupted
 from dlrunner.tricks.base import Tricks
 
-
-class Meter:
-    """Sample-weighted loss and accuracy over a whole split, accumulated on the device
-    (no host sync per step): loss = sum(batch_loss * batch_size) / N."""
-
-    def __init__(self, device: torch.device, state: dict | None = None):
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self.correct = torch.zeros((), dtype=torch.int64, device=device)
-        self.n = 0
-        if state:
-            self.loss_sum += state["loss_sum"]
-            self.correct += state["correct"]
-            self.n = int(state["n"])
-
-    def update(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss_sum.add_(loss.detach(), alpha=len(y))  # in place: few tiny ops on the hot path
-        hard = y if y.dim() == 1 else y.argmax(1)  # soft targets (mixup, smoothing): the dominant class
-        self.correct.add_((out.detach().argmax(1) == hard).sum())
-        self.n += len(y)
-
-    def result(self, prefix: str) -> dict[str, float]:
-        n = max(self.n, 1)
-        return {f"{prefix}/loss": self.loss_sum.item() / n, f"{prefix}/acc": self.correct.item() / n}
-
-    def state_dict(self) -> dict:
-        return {"loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu(), "n": self.n}
-
-    def reduced(self) -> Meter:
-        """The sums over all ranks of a data-parallel run (every rank must call it at the same
-        point); itself when there is no process group."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return self
-        dev = self.loss_sum.device
-        t = torch.stack([self.loss_sum, self.correct.to(torch.float64),
-                         torch.tensor(float(self.n), dtype=torch.float64, device=dev)])
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        out = Meter(dev)
-        out.loss_sum += t[0]
-        out.correct += t[1].round().to(torch.int64)
-        out.n = int(t[2].item())
-        return out
-
-
-class NonFiniteLoss(Exception):
-    """The training loss became NaN/Inf; carries the batch so it can be replayed and localized."""
-
-    def __init__(self, step: int, loss: float, batch: tuple[torch.Tensor, torch.Tensor]):
-        super().__init__(f"non-finite loss ({loss}) at step {step}")
-        self.step, self.loss, self.batch = step, loss, batch
+if TYPE_CHECKING:
+    from dlrunner.build import Job
 
 
 @dataclass
@@ -77,6 +37,55 @@ class TrainState:
     seen: dict[str, int] = field(default_factory=dict)  # samples in the last finished epoch, per split (not saved)
 
 
+def lr_of(optimizer: torch.optim.Optimizer) -> float:
+    """The largest learning rate of the optimizer's groups (read afresh: tricks swap optimizers)."""
+    return max(g["lr"] for g in optimizer.param_groups)
+
+
+def fit(job: Job, state: TrainState, meter: Meter, stop: Callable[[], bool], saver: Any, out: Any, *,
+        epochs: int, until: int, metric: str, log_every: int, config_yaml: str,
+        on_epoch_end: Callable[[dict, bool], None] = lambda row, improved: None, oom: OOMGuard | None = None) -> None:
+    """Train from `state` to the end of epoch `until` of an `epochs`-epoch run (the schedule spans
+    `epochs`; until < epochs pauses: stop_after). After each epoch: validate (no held-out split in
+    mode=final: every epoch is the best), record the row, hand the checkpoint to `saver`, then
+    `on_epoch_end(row, improved)` (metrics.csv, pictures, loggers). `out` shows the progress;
+    `stop()` is asked after every step. Raises Interrupted (after saving) on a stop request."""
+    lower, world = minimize(metric), distributed.current()
+    progress = Throughput(log_every, out.step, lambda: lr_of(job.optimizer))
+    ddp = distributed.DataParallel(job.device) if world.active else None
+    val = distributed.ShardedBatches(job.val, world) if world.active else None
+    any_rank = (lambda flag: distributed.any_rank(flag, job.device)) if world.active else None
+    nan_every = 1 if job.device.type == "cpu" else log_every  # each NaN check syncs a GPU
+    while state.epoch < until:
+        t0 = time.perf_counter()
+        job.tricks.on_epoch_start(state.epoch)
+        forward = ddp(job.model) if ddp else None  # after on_epoch_start: it may unfreeze layers
+        with out.epoch(state.epoch, epochs, len(job.train), state.batch):
+            done = train_epoch(job.model, job.train, job.loss_fn, job.optimizer, job.schedule, job.precision,
+                               job.tricks, state, meter, stop, progress, nan_every=nan_every, forward=forward,
+                               any_rank=any_rank, oom=oom, watch=job.watch)
+        if not done:
+            saver.save_now(payload(job, state, meter.reduced(), config_yaml))  # all ranks' partial sums
+            raise Interrupted(stop.signum)
+        if world.active:
+            distributed.sync_buffers(job.model)  # BatchNorm statistics: rank 0's, as saved
+        train_meter = meter.reduced()
+        state.seen = {"train": train_meter.n}
+        held_out = {} if job.data.val_in_train else score_split(job, "val", val, state.seen)
+        row = {"epoch": state.epoch + 1, **train_meter.result("train"), **held_out, "lr": lr_of(job.optimizer),
+               **job.tricks.on_epoch_end(state.epoch), "time": time.perf_counter() - t0}
+        state.history.append(row)
+        # mode=final selects nothing: every epoch replaces best.pt, the last weights are the model
+        improved = job.data.val_in_train or improves(row.get(metric), state.best, lower)
+        if improved:
+            state.best, state.best_epoch = row.get(metric), row["epoch"]
+        state.epoch, state.batch, meter = state.epoch + 1, 0, Meter(job.device)
+        saver.epoch_end(payload(job, state, meter, config_yaml), improved)
+        on_epoch_end(row, improved)
+        if stop():
+            raise Interrupted(stop.signum)
+
+
 def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.optim.Optimizer, schedule,
                 precision: Precision, tricks: Tricks, state: TrainState, meter: Meter,
                 should_stop: Callable[[], bool], on_progress: Callable[[int, torch.Tensor], None],
@@ -87,51 +96,20 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
     syncs the device; on a CPU it is free), so the weights of the last good step are intact.
 
     Data parallel: `forward` is the DistributedDataParallel wrapper of `model`, `any_rank` turns
-    a local flag into the same answer on every rank (a NaN on one rank stops all of them), and
-    `batches.weight` (a rank's share of an uneven batch) scales the loss that is backpropagated
-    so the averaged gradient is the whole batch's.
-
-    oom: on out-of-memory the batch is retried in smaller pieces whose gradients add up to the
-    whole batch's (see dlrunner.engine.oom); without it the error propagates.
-
-    watch: the run's watchdog (dlrunner.watch): it sees the gradients before each step and the
-    loss after it, and checks its invariants every few steps."""
+    a local flag into the same answer on every rank, and `batches.weight` is a rank's share of an
+    uneven batch (dlrunner.engine.step). oom: on out-of-memory the batch is retried in smaller
+    pieces (dlrunner.engine.oom); without it the error propagates. watch: the run's watchdog
+    (dlrunner.watch): it sees the gradients before each step and the loss after it."""
     model.train()
-    fwd = forward if forward is not None else model
-
-    def forward_backward(x: torch.Tensor, y: torch.Tensor, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gradients of the batch's loss, accumulated over pieces of at most `micro` samples
-        (one piece, the usual case: no slicing, no extra op). Returns (loss, logits), detached
-        when in pieces. The loss is checked before each backward: weights are not touched."""
-        optimizer.zero_grad(set_to_none=True)
-        n, weight = len(y), getattr(batches, "weight", 1.0)
-        parts = pieces(n, micro)
-        total, outs = None, []
-        for lo, hi in parts:
-            xs, ys = (x, y) if len(parts) == 1 else (x[lo:hi], y[lo:hi])
-            with precision.autocast():
-                out = fwd(xs)  # (B, K) logits
-                loss = tricks.on_loss(loss_fn(out, ys), out, (xs, ys))
-            if state.step % nan_every == 0:
-                bad = not bool(torch.isfinite(loss.detach()))
-                if any_rank is not None:
-                    bad = any_rank(bad)
-                if bad:
-                    raise NonFiniteLoss(state.step, float(loss.detach()), (x, y))
-            share = weight * (hi - lo) / n  # the mean over the batch is the share-weighted sum of piece means
-            precision.backward(loss * share if share != 1.0 else loss)
-            if len(parts) == 1:
-                return loss, out
-            total = loss.detach() * ((hi - lo) / n) + (0 if total is None else total)
-            outs.append(out.detach())
-        return total, torch.cat(outs)
-
+    backward = Backward(forward if forward is not None else model, loss_fn, optimizer, precision, tricks,
+                        getattr(batches, "weight", 1.0), any_rank)
     for i, batch in batches.iterate(state.epoch, state.batch):
         x, y = tricks.on_batch(batch, state.step)
+        check = state.step % nan_every == 0
         if oom is None:
-            loss, out = forward_backward(x, y, len(y))
+            loss, out = backward(x, y, len(y), state.step, check)
         else:
-            loss, out = oom.run(lambda micro: forward_backward(x, y, micro), len(y))
+            loss, out = oom.run(lambda micro: backward(x, y, micro, state.step, check), len(y))
         precision.unscale(optimizer)  # gradients are true values from here (fp16)
         tricks.after_backward(model, state.step)
         if watch is not None:
@@ -149,39 +127,3 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
     if watch is not None:
         watch.epoch_end(state.epoch, getattr(batches, "num_samples", 0))
     return True
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches, loss_fn: Callable, precision: Precision, prefix: str = "val",
-             predict: Callable | None = None, reduce: bool = False, counts: dict | None = None) -> dict[str, float]:
-    """Loss and accuracy over a whole split in eval mode (dropout off, BatchNorm running stats).
-    reduce: `batches` is one rank's shard; sum over ranks. counts: gets {prefix: samples seen}."""
-    was_training = model.training
-    model.eval()
-    meter = Meter(next(model.parameters()).device)
-    for _, (x, y) in batches.iterate(0):
-        with precision.autocast():
-            out = predict(model, x) if predict else model(x)
-        meter.update(loss_fn(out.float(), y), out, y)
-    model.train(was_training)
-    if reduce:
-        meter = meter.reduced()
-    if counts is not None:
-        counts[prefix] = meter.n
-    return meter.result(prefix)
-
-
-class Throughput:
-    """Refreshes the progress display every `every` steps; the only place a step syncs."""
-
-    def __init__(self, every: int, report: Callable[[int, float | None, float, float], None], lr: Callable[[], float]):
-        self.every, self.report, self.lr = max(1, every), report, lr  # lr(): read afresh (optimizers get swapped)
-        self.t0, self.last = time.perf_counter(), 0
-
-    def __call__(self, done: int, loss: torch.Tensor) -> None:
-        if done % self.every:
-            return
-        now = time.perf_counter()
-        its = (done - self.last) / max(now - self.t0, 1e-9)
-        self.t0, self.last = now, done
-        self.report(done, float(loss.detach()), self.lr(), its)

@@ -22,7 +22,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlrunner.reporting import rundir
 from dlrunner.reporting.console import Reporter
+from dlrunner.reporting.files import atomic_write
 from dlrunner.errors import DlrunError
+from dlrunner.modes import ModeRun
 from dlrunner.modes.climb_rung import Launcher, Result, Rung, earlier_rungs
 from dlrunner.modes.climb_rung import override_key as _key
 
@@ -174,7 +176,9 @@ def _compose_rung(config_name: str, index: int, own: list[str], user: list[str],
 def climb(cfg: DictConfig, run_dir: Path, hc: Any, out: Reporter) -> float:
     """mode=climb: plan and check every rung, train them in order until one no longer pays, write
     climb.json and climb.csv, print the table; returns the chosen rung's metric."""
-    from dlrunner.modes.train import Interrupted, config_key, minimize
+    from dlrunner.engine.metric import minimize
+    from dlrunner.engine.stop import Interrupted
+    from dlrunner.modes.train_resume import config_key
 
     metric, lower, min_gain = str(cfg.optimized_metric), minimize(str(cfg.optimized_metric)), float(cfg.climb.min_gain)
     rungs, source = plan(cfg, hc, out.info)
@@ -219,14 +223,14 @@ def write(run_dir: Path, record: dict, results: list[Result], rungs: list[Rung],
     rows = [asdict(r) for r in results]
     rest = [{"rung": g.index, "label": g.label, "overrides": g.own} for g in rungs if g.index not in trained]
     record = {**record, "chosen": asdict(best) if best else None, "rungs": rows, "not_trained": rest}
-    tmp = run_dir / "climb.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(run_dir / "climb.json")
-    with (run_dir / "climb.csv").open("w", newline="") as f:
+    atomic_write(run_dir / "climb.json", lambda f: f.write(json.dumps(record, indent=2) + "\n"))
+
+    def write_csv(f) -> None:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         for row in rows:
             w.writerow({**row, "overrides": " ".join(row["overrides"]), "metric": row["value"]})
+    atomic_write(run_dir / "climb.csv", write_csv)
 
 
 def table(results: list[Result], rungs: list[Rung], best: Result | None, metric: str, interrupted: bool = False):
@@ -247,3 +251,7 @@ def table(results: list[Result], rungs: list[Rung], best: Result | None, metric:
         if g.index not in trained:
             t.add_row(str(g.index), g.label, "", "", "", "", "[dim]not trained[/dim]")
     return t
+
+
+def run(job: ModeRun) -> float:
+    return climb(job.cfg, job.run_dir, job.hydra, job.out)

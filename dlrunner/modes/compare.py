@@ -24,8 +24,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from dlrunner.engine.metric import minimize
 from dlrunner.reporting.console import fmt
 from dlrunner.errors import DlrunError
+from dlrunner.modes import ModeRun
 
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss", "test/acc")
 SKIP_DIRS = {"checkpoints", "tensorboard", "mlruns", "__pycache__"}  # never hold a run; can be large
@@ -149,7 +151,7 @@ def load_run(path: Path, root: Path) -> Run:
         status, fit = str(summary.get("status", "?")), (summary.get("fit") or {}).get("verdict")
     else:  # still running, or killed before it could write a summary: what metrics.csv holds so far
         scored = [r for r in history if r.get(metric) is not None]
-        pick = min if "loss" in metric else max
+        pick = min if minimize(metric) else max
         best = pick(scored, key=lambda r: r[metric]) if scored else {}
         final = history[-1] if history else {}
         value, best_epoch = best.get(metric), best.get("epoch")
@@ -313,8 +315,9 @@ def report_console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
 
 
-def run_mode(cfg, run_dir: Path) -> None:
+def run(job: ModeRun) -> None:
     """mode=compare: scan `dir` (default out_dir); compare.csv and compare.png go into this run's own folder."""
+    cfg, run_dir = job.cfg, job.run_dir
     rows = compare(cfg.get("dir") or cfg.out_dir, sort=cfg.get("sort"), csv_path=run_dir / "compare.csv",
                    plot_path=run_dir / "compare.png", exclude=run_dir)
     if cfg.get("csv"):

@@ -26,6 +26,7 @@ from dlrunner.engine import checkpoint
 from dlrunner.reporting.analysis import split_inputs
 from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError
+from dlrunner.modes import ModeRun
 from dlrunner.modes.predict import expectation, rebuild
 from dlrunner.tricks.base import Trick
 
@@ -230,3 +231,7 @@ def export(cfg: DictConfig, run_dir: Path, out: Reporter) -> float:
     out.info(f"export: {checkpoint.resolve(cfg.ckpt)} -> {path} ({fmt}); preprocessing.json beside it")
     out.info(f"check: max |logit difference| {diff:.2e} on {len(x)} validation samples (tolerance {TOLERANCE:g})")
     return diff
+
+
+def run(job: ModeRun) -> float:
+    return export(job.cfg, job.run_dir, job.out)

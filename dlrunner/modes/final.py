@@ -1,7 +1,7 @@
 """mode=final: the retrain that ends a search. The job as configured (e.g. a sweep's `best.yaml`)
 trains on the union of its train and val splits for `epochs` epochs, with no validation and no
 choice of epoch (the last weights are the model), and is then scored once on the test split, the
-same split an ordinary run of that config holds out. runner.train does the training; this module
+same split an ordinary run of that config holds out. modes/train.py does the training; this module
 holds what differs: a pass counter on the test batches, the one scoring pass, and what
 summary.json and the console say about it."""
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 from omegaconf import DictConfig
 
 from dlrunner.reporting import analysis
-from dlrunner.engine.loop import Meter
+from dlrunner.engine.evaluate import score_split
+from dlrunner.modes import ModeRun
 
 if TYPE_CHECKING:
     from dlrunner.build import Job
@@ -36,32 +37,12 @@ class CountedPasses:
         return self.batches.iterate(epoch, start)
 
 
-@torch.no_grad()
 def score_once(job: Job) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """Test metrics from a single pass, scored as runner.validate_split scores a split (eval mode,
-    the tricks' predictions, and the plain model's as `test/plain_*` when they differ), plus the
+    """Test metrics from a single pass, scored as any split is (dlrunner.engine.evaluate), plus the
     logits and labels that the error analysis needs, so that it does not read the split again."""
-    model, plain = job.model, job.tricks.changes_predictions
-    was_training = model.training
-    model.eval()
-    meter, plain_meter = Meter(job.device), Meter(job.device)
-    outs, ys = [], []
-    try:
-        for _, (x, y) in job.test.iterate(0):
-            with job.precision.autocast():
-                out = job.tricks.predict(model, x)  # (B, K) logits
-                raw = model(x) if plain else None
-            meter.update(job.loss_fn(out.float(), y), out, y)
-            if raw is not None:
-                plain_meter.update(job.loss_fn(raw.float(), y), raw, y)
-            outs.append(out.float().cpu())
-            ys.append(y.cpu())
-    finally:
-        model.train(was_training)
-    res = meter.result("test")
-    if plain:
-        res |= {f"test/plain_{k.split('/')[1]}": v for k, v in plain_meter.result("test").items()}
-    return res, torch.cat(outs), torch.cat(ys)
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    res = score_split(job, "test", keep=kept)
+    return res, torch.cat([o for o, _ in kept]), torch.cat([y for _, y in kept])
 
 
 def score_test(job: Job, run_dir: Path, warn: Callable[[str], None]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -102,3 +83,10 @@ def statement(summary: dict[str, Any]) -> str:
             f"({r['test_samples']:,} samples) was scored {once}, with the final weights: {scores}\n"
             f"model: {Path(summary['run_dir']) / 'checkpoints' / 'last.pt'} "
             f"(mode=eval | predict | export ckpt={summary['run_dir']})")
+
+
+def run(job: ModeRun) -> float:
+    """Train as mode=train does (it reads cfg.mode to train on train+val), then the one test score."""
+    from dlrunner.modes.train import train
+
+    return train(job.cfg, job.run_dir, job.choices, job.out)

@@ -15,17 +15,19 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlrunner.engine import checkpoint
+from dlrunner.build import rebuild
 from dlrunner.reporting.console import Reporter
 from dlrunner.data.core import broadcast
 from dlrunner.errors import DlrunError
+from dlrunner.modes import ModeRun
 
 if TYPE_CHECKING:
     from dlrunner.build import Job
@@ -48,19 +50,6 @@ class Inputs:
 
     names: list[str]  # one per sample: the file, or file[row]
     x: torch.Tensor  # (N, *in_shape) float32 in the pipeline's scale
-
-
-def rebuild(ckpt: dict, device: str, note: Callable[[str], None]) -> Job:
-    """The checkpoint's own job (same data pipeline, model, tricks) with its weights loaded,
-    as runner.evaluate_checkpoint builds it."""
-    from dlrunner.build import build_job, pick_device
-
-    saved = OmegaConf.create(ckpt["config"])
-    saved.device = device
-    job = build_job(saved, pick_device(str(device)), note, choices={})
-    job.base_model.load_state_dict(ckpt["model"])
-    job.tricks.load_state_dict(ckpt["tricks"])
-    return job
 
 
 def expectation(meta: dict) -> str:
@@ -239,19 +228,17 @@ def normalize(x: torch.Tensor, meta: dict) -> torch.Tensor:
     return (x - broadcast(mean, x.dim())) / broadcast(std, x.dim())
 
 
-@torch.no_grad()
 def logits(job: Job, x: torch.Tensor) -> torch.Tensor:
-    """Scores as the run's evaluation computes them (eval mode, autocast, the tricks' predictions).
-    A run trained on cached activations (precompute) predicts with its full network."""
-    net = job.full_model if job.full_model is not None else job.model
-    net.eval()
-    outs = []
-    for chunk in x.split(BATCH):
-        chunk = chunk.to(job.device)
-        with job.precision.autocast():
-            out = net(chunk) if job.full_model is not None else job.tricks.predict(net, chunk)
-        outs.append(out.float().cpu())
-    return torch.cat(outs)
+    """Scores as the run's evaluation computes them (dlrunner.engine.evaluate: eval mode, autocast,
+    the tricks' predictions). A run trained on cached activations (precompute) predicts with its
+    full network."""
+    from dlrunner.engine.evaluate import passes
+
+    full = job.full_model is not None
+    net = job.full_model if full else job.model
+    chunks = ((chunk.to(job.device), None) for chunk in x.split(BATCH))
+    return torch.cat([out.float().cpu() for out, _, _ in passes(net, chunks, job.precision,
+                                                                 None if full else job.tricks.predict)])
 
 
 def write_csv(path: Path, names: list[str], probs: torch.Tensor, class_names: list[str]) -> None:
@@ -293,3 +280,7 @@ def predict(cfg: DictConfig, run_dir: Path, out: Reporter) -> None:
     show(out, inputs.names, probs, names)
     out.info(f"predict: {len(inputs.names)} inputs, checkpoint {checkpoint.resolve(cfg.ckpt)}; "
              f"written {run_dir / 'predictions.csv'}")
+
+
+def run(job: ModeRun) -> None:
+    return predict(job.cfg, job.run_dir, job.out)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from dlrunner.reporting import plots
 from dlrunner.data.core import Split, broadcast
+from dlrunner.engine.evaluate import split_logits
 
 if TYPE_CHECKING:
     from dlrunner.build import Job
@@ -33,26 +34,6 @@ class Analysis:
     @property
     def probs(self) -> torch.Tensor:
         return self.logits.softmax(dim=1)
-
-
-@torch.no_grad()
-def split_logits(job: Job, split: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) for every sample of a split in its stored order, scored like
-    runner.validate_split: eval mode, the job's autocast, the tricks' predictions (TTA, ensembles,
-    averaged weights)."""
-    batches = job.val if split == "val" else job.test
-    was_training = job.model.training
-    job.model.eval()
-    outs, ys = [], []
-    try:
-        for _, (x, y) in batches.iterate(0):
-            with job.precision.autocast():
-                out = job.tricks.predict(job.model, x)
-            outs.append(out.float().cpu())
-            ys.append(y.cpu())
-    finally:
-        job.model.train(was_training)
-    return torch.cat(outs), torch.cat(ys)
 
 
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, k: int) -> torch.Tensor:

@@ -189,8 +189,7 @@ def blank(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
 
 def save(img: Image.Image, path: str | Path) -> Path:
     """Write a PNG through a temporary file, so a reader never sees half a picture."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG", compress_level=1)  # fast: these are small, flat pictures
-    tmp.replace(path)
-    return path
+    from dlrunner.reporting.files import atomic_write
+
+    # compress_level=1: fast, these are small, flat pictures
+    return atomic_write(path, lambda f: img.save(f, format="PNG", compress_level=1), binary=True)

@@ -123,9 +123,9 @@ def claim(run: Path, by: Path) -> None:
             raise DlrunError(f"resume: {run} is still being trained by another process (pid {held.get('pid')} on "
                              f"{held.get('host')}, into {held.get('run_dir')}); let it finish or stop it first "
                              f"(if that process is gone, delete {lock})") from None
-        tmp = lock.with_name(f".{lock.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, lock)
+        from dlrunner.reporting.files import write_json
+
+        write_json(info, lock, compact=True)
         return
     with os.fdopen(fd, "w") as f:
         json.dump(info, f)

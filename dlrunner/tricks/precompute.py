@@ -21,6 +21,7 @@ from torch import nn
 from dlrunner.data.batches import TensorBatches
 from dlrunner.data.core import Split
 from dlrunner.errors import DlrunError
+from dlrunner.reporting.files import atomic_write
 from dlrunner.tricks.base import Trick
 
 
@@ -130,9 +131,7 @@ class Precompute(Trick):
         if not disk:
             return Split(acts, s.y)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, acts.numpy())
-        tmp.replace(path)
+        atomic_write(path, lambda f: np.save(f, acts.numpy()), binary=True)
         return Split(torch.from_numpy(np.load(path, mmap_mode="c")), s.y)
 
     def report(self) -> dict:

@@ -1,0 +1,45 @@
+"""The one way a file is written: whole or not at all. The content goes to a hidden temporary file
+beside the target (named per process, so two writers never share one), then is renamed over it: a
+reader, or a run killed mid-write, sees the old file or the new one, never half of one."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import IO, Any, Callable
+
+
+def atomic_write(path: str | Path, write: Callable[[IO], Any], binary: bool = False, fsync: bool = False) -> Path:
+    """Call `write(f)` on a temporary file, then rename it to `path`. fsync: on disk before the
+    rename (a checkpoint must survive a power cut, not only a crash)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") if binary else open(tmp, "w", newline="") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(obj: Any, path: str | Path, compact: bool = False) -> Path:
+    """JSON, indented unless `compact`; values JSON has no type for (paths, dtypes) as their text."""
+    text = json.dumps(obj, default=str) if compact else json.dumps(obj, indent=2, default=str)
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def write_rows(rows: list[dict], path: str | Path) -> Path:
+    """A CSV with one column per key seen in any row, in first-seen order (metrics.csv)."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(f: IO) -> None:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    return atomic_write(path, write)
