@@ -35,7 +35,6 @@ from dlrunner.errors import DlrunError
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 # Tricks whose work before training is not yet coordinated across processes.
-UNSUPPORTED_TRICKS = {"lr_finder": "run `dlrun mode=lr_find` first and pass its optim.lr"}
 TIMEOUT = timedelta(minutes=10)  # a rank that died leaves the others waiting at most this long
 
 

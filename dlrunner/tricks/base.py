@@ -3,10 +3,10 @@
     model = trick.setup(model)                          # once: surgery (freezing, masks, layout)
     schedule = trick.schedule(opt, total, per_epoch)    # a trick that owns the LR schedule
     precision = trick.precision(device)                 # a trick that owns the numeric format
-    trick.bind(job)                                     # once: the built parts (model, optimizer, data...)
-    trick.before_fit(run_dir)                           # fresh runs only (not on resume): e.g. LR range test
+    parts = trick.bind(view)                            # once: the built job, read-only (model, optimizer, data...)
+    parts = trick.before_fit(run_dir)                   # fresh runs only (not on resume): e.g. LR range test
     for epoch in range(epochs):
-        trick.on_epoch_start(epoch)
+        parts = trick.on_epoch_start(epoch)             # e.g. unfreeze a layer group, switch the optimizer
         for step, (x, y) in batches:
             x, y = trick.on_batch((x, y), step)
             with precision.autocast():
@@ -21,10 +21,13 @@
         row |= trick.on_epoch_end(epoch)                # extra metrics for metrics.csv (phase, sparsity)
     trick.on_train_end()                                # e.g. SWA's BatchNorm update, making pruning permanent
     summary["tricks"][name] = trick.report()            # what it did: chosen LR, sparsity, sizes used...
-    trick.state_dict() / trick.load_state_dict(state)   # a resumed run continues the trick
+    trick.state_dict() / parts = trick.load_state_dict(state)   # a resumed run continues the trick
 
-A trick may replace `job.optimizer` / `job.schedule` (kept by `bind`) in its hooks; the loop
-reads them afresh every epoch, and they are what the checkpoint saves.
+A trick sees the job through a read-only view (tricks/context.py). A hook that replaces the
+optimizer, the schedule, the model or a batch source returns `Parts(...)`; Tricks.apply puts them
+into the job, the loop reads them afresh every epoch, and they are what the checkpoint saves.
+Conflicts are declared on the class (`owns`, `conflicts`, `needs`) and checked when the tricks are
+built, before any work.
 
 Hooks run in the order the tricks were listed on the command line.
 """
@@ -37,13 +40,18 @@ import torch
 from torch import nn
 
 from dlrunner.errors import DlrunError
+from dlrunner.tricks.context import Parts, View
 
 
 class Trick:
     """No-op hooks; a trick overrides the ones it needs."""
 
     name: str = "trick"
-    owns: frozenset[str] = frozenset()  # exclusive resources: "schedule", "precision", ...
+    owns: frozenset[str] = frozenset()  # exclusive resources: "schedule", "precision", "weight averaging"
+    # other tricks (by name) or resources (an `owns` entry) this one cannot run with -> the refusal,
+    # `{me}` and `{other}` filled in with the two tricks' names
+    conflicts: dict[str, str] = {}
+    needs: dict[str, str] = {}  # what the run must give it ("one process": not data parallel) -> what to do instead
 
     def setup(self, model: nn.Module) -> nn.Module:
         return model
@@ -54,14 +62,14 @@ class Trick:
     def precision(self, device: torch.device):
         return None
 
-    def bind(self, job: Any) -> None:
-        pass
+    def bind(self, job: View) -> Parts | None:
+        return None  # reads the built job (read-only); returns what it replaces
 
-    def before_fit(self, run_dir: Path) -> None:
-        pass
+    def before_fit(self, run_dir: Path) -> Parts | None:
+        return None
 
-    def on_epoch_start(self, epoch: int) -> None:
-        pass
+    def on_epoch_start(self, epoch: int) -> Parts | None:
+        return None
 
     def on_batch(self, batch: tuple, step: int) -> tuple:
         return batch
@@ -93,12 +101,14 @@ class Trick:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+    def load_state_dict(self, state: dict[str, Any]) -> Parts | None:
+        return None  # a trick whose state means other parts (a switched optimizer) returns them
 
 
 class Tricks:
-    """The selected tricks, called in order. Refuses two owners of one resource."""
+    """The selected tricks, called in order. Every combination rule is checked here, when they are
+    built (before the data and the model): two owners of one resource, two replacements of the
+    predictions, and each trick's declared `conflicts`."""
 
     def __init__(self, tricks: list[Trick], external_owners: dict[str, str] | None = None):
         owners = dict(external_owners or {})
@@ -108,9 +118,15 @@ class Tricks:
                     raise DlrunError(f"trick={t.name} conflicts with {owners[res]}: both set the {res}; keep one")
                 owners[res] = f"trick={t.name}"
         self.items = list(tricks)
+        self.job: Any = None  # the job the tricks were bound to (where their replacements go)
         predictors = [t.name for t in self.items if type(t).predict is not Trick.predict]
         if len(predictors) > 1:
             raise DlrunError(f"trick={predictors[0]} and trick={predictors[1]} both replace the predictions; keep one")
+        for t in self.items:
+            for other in self.items:
+                clash = next((t.conflicts[k] for k in (other.name, *sorted(other.owns)) if k in t.conflicts), None)
+                if other is not t and clash:
+                    raise DlrunError(clash.format(me=t.name, other=other.name))
 
     def __iter__(self):
         return iter(self.items)
@@ -129,16 +145,23 @@ class Tricks:
         return model
 
     def bind(self, job: Any) -> None:
+        """Show each trick the built job (read-only) and put in what it replaces."""
+        self.job = job
         for t in self.items:
-            t.bind(job)
+            self.apply(t.bind(View(job)))
+
+    def apply(self, parts: Parts | None) -> None:
+        """The one place a trick's replacement (optimizer, schedule, model, batches) enters the job."""
+        for name, value in (parts.items() if parts is not None else []):
+            setattr(self.job, name, value)
 
     def before_fit(self, run_dir: Path) -> None:
         for t in self.items:
-            t.before_fit(run_dir)
+            self.apply(t.before_fit(run_dir))
 
     def on_epoch_start(self, epoch: int) -> None:
         for t in self.items:
-            t.on_epoch_start(epoch)
+            self.apply(t.on_epoch_start(epoch))
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -191,4 +214,4 @@ class Tricks:
     def load_state_dict(self, state: dict[str, dict]) -> None:
         for t in self.items:
             if t.name in state:
-                t.load_state_dict(state[t.name])
+                self.apply(t.load_state_dict(state[t.name]))

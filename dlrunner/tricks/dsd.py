@@ -16,8 +16,8 @@ from torch.nn.utils import prune
 
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
-from dlrunner.tricks.prune import (Layers, apply_masks, enforce, make_permanent, masks_of, plain_checkpoints,
-                                   prunable, refuse_averaging, zero_fraction)
+from dlrunner.tricks.prune import (AVERAGING_CONFLICT, Layers, apply_masks, enforce, make_permanent, masks_of, plain_checkpoints,
+                                   prunable, zero_fraction)
 
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # what torch's schedulers compute the LR from
 
@@ -38,6 +38,7 @@ def scale_lr(optimizer: torch.optim.Optimizer, schedule: Any, mult: float) -> No
 
 class DSD(Trick):
     name = "dsd"
+    conflicts = {"prune": "trick=dsd conflicts with trick=prune: both prune the weights; keep one", **AVERAGING_CONFLICT}
 
     def __init__(self, sparsity: float = 0.3, dense_frac: float = 1 / 3, redense_frac: float = 1 / 3,
                  redense_lr_mult: float = 0.1):
@@ -56,9 +57,6 @@ class DSD(Trick):
         self.starts = (0, 0)  # first sparse epoch, first redense epoch (set in bind)
 
     def bind(self, job: Any) -> None:
-        if any(t.name == "prune" for t in job.tricks):
-            raise DlrunError("trick=dsd conflicts with trick=prune: both prune the weights; keep one")
-        refuse_averaging(self.name, job.tricks)
         self.job, self.layers = job, prunable(job.base_model)
         if not self.layers:
             raise DlrunError("trick=dsd: the model has no Conv or Linear layer to prune")

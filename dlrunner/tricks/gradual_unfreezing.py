@@ -12,6 +12,7 @@ from torch import nn
 
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
+from dlrunner.tricks.context import Parts
 
 
 def layer_groups(model: nn.Module) -> list[nn.Module]:
@@ -39,7 +40,7 @@ class GradualUnfreezing(Trick):
         self.unfrozen = 0
         self.job: Any = None
 
-    def bind(self, job: Any) -> None:
+    def bind(self, job: Any) -> Parts:
         self.job, model = job, job.base_model
         if not getattr(model, "dlrun_pretrained", None):
             raise DlrunError("trick=gradual_unfreezing needs a model that starts from trained weights: "
@@ -49,13 +50,13 @@ class GradualUnfreezing(Trick):
             raise DlrunError(f"trick=gradual_unfreezing: {type(model).__name__} has a single layer group")
         lr = job.optimizer.param_groups[0]["lr"]
         lrs = discriminative_lrs(lr, len(self.groups), self.lr_div)
-        job.optimizer = job.make_optimizer([{"params": list(g.parameters()), "lr": r} for g, r in zip(self.groups, lrs)])
-        job.schedule = job.make_schedule(job.optimizer)
+        optimizer = job.make_optimizer([{"params": list(g.parameters()), "lr": r} for g, r in zip(self.groups, lrs)])
         for g in self.groups:
             for m in g.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.register_forward_pre_hook(self._freeze_bn_stats)
         self._apply(1)
+        return Parts(optimizer=optimizer, schedule=job.make_schedule(optimizer))
 
     def _freeze_bn_stats(self, module: nn.Module, args: tuple) -> None:
         if not self.train_bn and not any(p.requires_grad for p in module.parameters(recurse=False)):

@@ -20,6 +20,7 @@ from dlrunner.reporting import plots
 from dlrunner.engine.checkpoint import rng_state, set_rng_state, snapshot
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
+from dlrunner.tricks.context import Parts
 
 RULES = ("valley", "steepest", "min_div10")
 
@@ -151,6 +152,7 @@ def lr_find(job: Any, run_dir: str | Path, rule: str = "valley", **kw) -> float:
 
 class LRFinder(Trick):
     name = "lr_finder"
+    needs = {"one process": "run `dlrun mode=lr_find` first and pass its optim.lr"}  # ranks do not share the test
 
     def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, rule: str = "valley"):
         if not 0 < start_lr < end_lr:
@@ -168,13 +170,13 @@ class LRFinder(Trick):
     def bind(self, job: Any) -> None:
         self.job = job
 
-    def before_fit(self, run_dir: Path) -> None:
+    def before_fit(self, run_dir: Path) -> Parts:
         value, lrs, losses = find(self.job, run_dir, self.rule, start_lr=self.start_lr, end_lr=self.end_lr,
                                   num_it=self.num_it)
         self.suggestion, self.curve = value, (lrs, losses)
-        self._apply(value)
+        return self._apply(value)
 
-    def _apply(self, value: float) -> None:
+    def _apply(self, value: float) -> Parts:
         """The suggestion as the (largest) group LR, the cycle's peak under onecycle; the schedule rebuilt
         on it. Discriminative LRs (gradual_unfreezing) keep their ratios to the largest one."""
         top = max(g["lr"] for g in self.job.optimizer.param_groups)
@@ -184,7 +186,7 @@ class LRFinder(Trick):
         for t in self.job.tricks:
             if getattr(t, "name", None) == "onecycle":
                 t.max_lr = value
-        self.job.schedule = self.job.make_schedule(self.job.optimizer)
+        return Parts(schedule=self.job.make_schedule(self.job.optimizer))
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         return {} if self.suggestion is None else {"lr_finder/suggestion": self.suggestion}

@@ -23,6 +23,7 @@ from dlrunner.data.core import Split
 from dlrunner.errors import DlrunError
 from dlrunner.reporting.files import atomic_write
 from dlrunner.tricks.base import Trick
+from dlrunner.tricks.context import Parts
 
 
 class Chain(nn.Module):
@@ -70,6 +71,12 @@ def activations(frozen: nn.Module, x: torch.Tensor, device: torch.device, batch:
 
 class Precompute(Trick):
     name = "precompute"
+    # these work on the full model, its weights or its raw inputs, which the cache takes away (half
+    # converts the inputs at the model's entry, which the cached layers are called without)
+    conflicts = {other: "trick=precompute trains on cached activations; trick={other} needs the full model "
+                        "and its raw inputs: keep one"
+                 for other in ("ema", "swa", "tta", "snapshot_ensemble", "progressive_resizing", "gradual_unfreezing",
+                               "half")}
 
     def __init__(self, frozen: int | None = None, cache: bool = True, storage: str = "auto",
                  dir: str = "data/precompute", max_memory_mb: float = 2048):
@@ -79,14 +86,7 @@ class Precompute(Trick):
         self.dir, self.max_mb = Path(dir), float(max_memory_mb)
         self.key, self.seconds, self.reused = "", 0.0, False
 
-    # these work on the full model, its weights or its raw inputs, which the cache takes away
-    INCOMPATIBLE = ("ema", "swa", "tta", "snapshot_ensemble", "progressive_resizing", "gradual_unfreezing")
-
-    def bind(self, job: Any) -> None:
-        clash = [t.name for t in job.tricks if t.name in self.INCOMPATIBLE]
-        if clash:
-            raise DlrunError(f"trick=precompute trains on cached activations; trick={clash[0]} needs the full model "
-                             "and its raw inputs: keep one")
+    def bind(self, job: Any) -> Parts:
         children = list(job.base_model.children())
         n = len(children) - 1 if self.frozen_n is None else int(self.frozen_n)
         if not 0 < n < len(children):
@@ -106,8 +106,7 @@ class Precompute(Trick):
         for p in head.parameters():
             p.requires_grad_(False)
         if not self.cache:  # the same frozen layers, computed on every step: the baseline for speed
-            job.full_model, job.model = full, Chain([Frozen(head), *tail.parts])
-            return
+            return Parts(full_model=full, model=Chain([Frozen(head), *tail.parts]))
         if job.data.augment:
             warnings.warn("trick=precompute: augmentation is off while training on cached activations")
         splits = {"train": job.data.train, "val": job.data.val, "test": job.data.test}
@@ -115,11 +114,11 @@ class Precompute(Trick):
         t0 = time.perf_counter()
         cached = {k: self._cached(k, head, s, job.device) for k, s in splits.items()}
         self.seconds = time.perf_counter() - t0  # the one pass through the frozen layers (or the load)
-        job.full_model, job.model = full, tail
         bs = job.data.batch_size
-        job.train = TensorBatches(cached["train"], bs, shuffle=True, seed=job.train.seed, device=job.device)
-        job.val, job.test = (TensorBatches(cached[k], max(bs, 256), shuffle=False, seed=0, device=job.device)
-                             for k in ("val", "test"))
+        val, test = (TensorBatches(cached[k], max(bs, 256), shuffle=False, seed=0, device=job.device)
+                     for k in ("val", "test"))
+        return Parts(full_model=full, model=tail, val=val, test=test,
+                     train=TensorBatches(cached["train"], bs, shuffle=True, seed=job.train.seed, device=job.device))
 
     def _cached(self, split: str, head: nn.Module, s: Split, device: torch.device) -> Split:
         path = self.dir / self.key / f"{split}.npy"

@@ -32,13 +32,10 @@ def prunable(model: nn.Module) -> Layers:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, kinds) and id(m) not in skip]
 
 
-def refuse_averaging(me: str, tricks: Any) -> None:
-    """EMA and SWA pair the live parameters with their averaged copy by position, and the pruning
-    reparametrization reorders them (weight_orig after the bias, weight_mask among the buffers)."""
-    for t in tricks:
-        if "weight averaging" in t.owns:
-            raise DlrunError(f"trick={me} conflicts with trick={t.name}: its average pairs parameters by "
-                             "position, which pruning reorders; keep one")
+# EMA and SWA pair the live parameters with their averaged copy by position, and the pruning
+# reparametrization reorders them (weight_orig after the bias, weight_mask among the buffers)
+AVERAGING_CONFLICT = {"weight averaging": "trick={me} conflicts with trick={other}: its average pairs parameters by "
+                                          "position, which pruning reorders; keep one"}
 
 
 def _save_plain(module: nn.Module, state: dict, prefix: str, local_metadata: dict) -> None:
@@ -117,6 +114,7 @@ def zero_fraction(layers: Layers) -> float:
 
 class Prune(Trick):
     name = "prune"
+    conflicts = AVERAGING_CONFLICT
 
     def __init__(self, sparsity: float = 0.5, scope: str = "global", at_epoch: int | None = None):
         if not 0.0 < float(sparsity) < 1.0:
@@ -131,7 +129,6 @@ class Prune(Trick):
         self.masks: dict[str, torch.Tensor] = {}  # empty until the pruning epoch
 
     def bind(self, job: Any) -> None:
-        refuse_averaging(self.name, job.tricks)
         self.layers = prunable(job.base_model)
         if not self.layers:
             raise DlrunError("trick=prune: the model has no Conv or Linear layer to prune")

@@ -14,6 +14,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
+from dlrunner.tricks.context import Parts
 
 
 class SWA(Trick):
@@ -35,14 +36,13 @@ class SWA(Trick):
         self.start_epoch = int(self.start_frac * job.epochs)
         self.has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in job.base_model.modules())
 
-    def _hold_lr(self) -> None:
+    def _hold_lr(self) -> Parts:
         for g in self.job.optimizer.param_groups:
             g["lr"] = self.swa_lr
-        self.job.schedule = LambdaLR(self.job.optimizer, lambda step: 1.0)
+        return Parts(schedule=LambdaLR(self.job.optimizer, lambda step: 1.0))
 
-    def on_epoch_start(self, epoch: int) -> None:
-        if self.swa_lr is not None and epoch == self.start_epoch:
-            self._hold_lr()
+    def on_epoch_start(self, epoch: int) -> Parts | None:
+        return self._hold_lr() if self.swa_lr is not None and epoch == self.start_epoch else None
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         if epoch < self.start_epoch:
@@ -58,10 +58,11 @@ class SWA(Trick):
     def state_dict(self) -> dict:
         return {"avg": self.avg.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> Parts | None:
         self.avg.load_state_dict(state["avg"])
         if self.swa_lr is not None and int(self.avg.n_averaged) > 0:
-            self._hold_lr()  # before the runner loads the schedule state into it
+            return self._hold_lr()  # before the runner loads the schedule state into it
+        return None
 
     def report(self) -> dict:
         return {"start_epoch": self.start_epoch, "n_averaged": int(self.avg.n_averaged), "swa_lr": self.swa_lr,

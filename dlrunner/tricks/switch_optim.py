@@ -12,6 +12,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from dlrunner.engine import optim
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
+from dlrunner.tricks.context import Parts
 
 BUILDERS = {"sgd": optim.sgd, "adam": optim.adam, "adamw": optim.adamw}
 
@@ -37,15 +38,14 @@ class SwitchOptim(Trick):
         if not 0 < self.at_epoch < job.epochs:
             raise DlrunError(f"trick.switch_optim.at_epoch must be in 1..{job.epochs - 1}, got {self.at_epoch}")
 
-    def _switch(self) -> None:
+    def _switch(self) -> Parts:
         params = [p for g in self.job.optimizer.param_groups for p in g["params"]]
-        self.job.optimizer = BUILDERS[self.to](params, lr=self.lr, **self.kw)
-        self.job.schedule = LambdaLR(self.job.optimizer, lambda step: 1.0)
+        optimizer = BUILDERS[self.to](params, lr=self.lr, **self.kw)
         self.switched = True
+        return Parts(optimizer=optimizer, schedule=LambdaLR(optimizer, lambda step: 1.0))
 
-    def on_epoch_start(self, epoch: int) -> None:
-        if epoch == self.at_epoch and not self.switched:
-            self._switch()
+    def on_epoch_start(self, epoch: int) -> Parts | None:
+        return self._switch() if epoch == self.at_epoch and not self.switched else None
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         return {"switch_optim/switched": float(self.switched)}
@@ -53,9 +53,10 @@ class SwitchOptim(Trick):
     def state_dict(self) -> dict:
         return {"switched": self.switched}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> Parts | None:
         if state.get("switched") and not self.switched:
-            self._switch()  # before the runner loads the saved optimizer state into it
+            return self._switch()  # before the runner loads the saved optimizer state into it
+        return None
 
     def report(self) -> dict:
         return {"to": self.to, "at_epoch": self.at_epoch, "lr": self.lr, "switched": self.switched}
