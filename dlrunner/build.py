@@ -8,7 +8,6 @@ import inspect
 import os
 import random
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -20,10 +19,10 @@ from dlrunner.data.augment import make_augment
 from dlrunner.data.batches import make_batches, place
 from dlrunner.data.core import DataBundle, from_tensors
 from dlrunner.errors import DlrunError
-from dlrunner.engine.precision import Precision
+from dlrunner.engine.job import Job
+from dlrunner.engine.precision import PRECISIONS, Precision
 from dlrunner.tricks.base import Trick, Tricks
 
-PRECISIONS = {"32": None, "bf16-mixed": "bf16", "16-mixed": "fp16"}
 DATA_KNOBS = ("fraction", "classes", "val_fraction", "test_fraction", "split_seed", "batch_size", "num_workers",
               "normalize", "augment", "flip")
 
@@ -160,6 +159,20 @@ def build_tricks(node: DictConfig, schedule_name: str, precision: str, note: Cal
     return Tricks(items, owners)
 
 
+def build_loggers(node: DictConfig | dict | None, note: Callable[[str], None] | None = None) -> Any:
+    """The `logger` group (one key per selected logger) -> objects, as build_tricks does for tricks."""
+    from dlrunner.reporting.loggers import Logger, Loggers
+
+    items = []
+    for key, sub in (node or {}).items():
+        lg = call(sub, f"logger.{key}", note=note)
+        if not isinstance(lg, Logger):
+            raise DlrunError(f"logger.{key}._target_ must build a logger with start, log_epoch and finish; "
+                             f"got {type(lg).__name__}")
+        items.append(lg)
+    return Loggers(items)
+
+
 def fast_paths(model: nn.Module, modality: str, amp_dtype: str | None, device_type: str, tricks: set[str],
                deterministic: bool) -> tuple[bool, bool]:
     """(channels_last, cudnn.benchmark) for a CUDA job: NHWC for a conv net on images under mixed
@@ -196,39 +209,6 @@ def auto_batch_size(model: nn.Module, loss_fn: Callable, data: DataBundle, preci
     tried = ", ".join(f"{t['batch_size']}{'' if t['fits'] else ' (too big)'}" for t in trials)
     note(f"data.batch_size=auto: {size} (tried {tried})")
     return size
-
-
-@dataclass
-class Job:
-    """Everything one run trains with."""
-
-    data: DataBundle
-    model: nn.Module
-    loss_fn: Callable
-    optimizer: torch.optim.Optimizer
-    schedule: Any
-    precision: Precision
-    tricks: Tricks
-    device: torch.device
-    train: Any  # batches
-    val: Any
-    test: Any
-    epochs: int
-    make_optimizer: Callable[[Any], torch.optim.Optimizer]  # the configured optimizer, for new params
-    make_schedule: Callable[[torch.optim.Optimizer], Any]  # the configured schedule over the whole run
-    full_model: nn.Module | None = None  # set when `model` trains only part of it (precompute)
-    watch: Any = None  # the run's watchdog (dlrunner.watch), set by the runner
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train)
-
-    @property
-    def base_model(self) -> nn.Module:
-        """The module whose weights are saved (under torch.compile, the original one)."""
-        if self.full_model is not None:
-            return self.full_model
-        return getattr(self.model, "_orig_mod", self.model)
 
 
 def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None],

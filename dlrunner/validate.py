@@ -9,7 +9,6 @@ from dlrunner.errors import DlrunError
 from dlrunner.modes import MODES
 
 METRICS = ("val/acc", "val/loss", "train/acc", "train/loss")
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 PLOTS = ("all", "end", "none")
 EXPORT_FORMATS = ("torchscript", "onnx", "safetensors")  # mode=export; dlrunner.modes.export.FORMATS has their files
 
@@ -25,6 +24,15 @@ GROUPS = ("data", "model", "optim", "schedule", "loss")  # single-choice groups 
 def validate(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
     """`choices`: Hydra's group selections, to find the files whose true/false keys are checked."""
     check_flags(cfg, choices or {})
+    check_run(cfg)
+    check_job(cfg)
+    check_mode(cfg)
+
+
+def check_run(cfg: DictConfig) -> None:
+    """The keys that steer the run: mode, epochs, precision, metric, plots, logging, checkpoints."""
+    from dlrunner.engine.precision import PRECISIONS
+
     if cfg.mode not in MODES:
         raise DlrunError(f"mode must be one of {', '.join(MODES)}; got {cfg.mode!r}")
     if not isinstance(cfg.epochs, int) or cfg.epochs < 1:
@@ -46,6 +54,10 @@ def validate(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
                          f"watch_every={cfg.get('watch_every')!r}")
     if float(cfg.checkpoint_interval) < 0:
         raise DlrunError(f"checkpoint_interval must be >= 0 seconds, got {cfg.checkpoint_interval}")
+
+
+def check_job(cfg: DictConfig) -> None:
+    """The job's own numbers (optimizer, model, data, seed, loss, devices) and the run it resumes."""
     lr = _num(cfg, "optim.lr")
     if lr is not None and not float(lr) > 0:
         raise DlrunError(f"optim.lr must be > 0, got {lr}")
@@ -85,6 +97,10 @@ def validate(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
         check_devices(cfg, devices)
     if cfg.resume not in (None, "auto") and not Path(str(cfg.resume)).expanduser().exists():
         raise DlrunError(f"resume={cfg.resume}: no such run folder or checkpoint")
+
+
+def check_mode(cfg: DictConfig) -> None:
+    """What the selected mode needs besides the job (a checkpoint, inputs, a format...)."""
     if cfg.mode == "eval":
         if not cfg.ckpt:
             raise DlrunError("mode=eval needs ckpt=PATH (a checkpoint file or a run folder)")
@@ -111,7 +127,7 @@ def check_devices(cfg: DictConfig, devices) -> None:
 
     import torch
 
-    from dlrunner.engine.distributed import UNSUPPORTED_TRICKS
+    from dlrunner.build import locate
 
     if not isinstance(devices, int) or devices < 1:
         raise DlrunError(f"trainer.devices must be an integer >= 1, got {devices!r}")
@@ -123,9 +139,10 @@ def check_devices(cfg: DictConfig, devices) -> None:
     on_gpu = str(cfg.device) != "cpu" and torch.cuda.is_available()
     if on_gpu and not torchrun and devices > torch.cuda.device_count():
         raise DlrunError(f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are visible")
-    for name in cfg.trick or {}:
-        if name in UNSUPPORTED_TRICKS:
-            raise DlrunError(f"trick={name} does not support several processes yet; {UNSUPPORTED_TRICKS[name]}")
+    for name, node in (cfg.trick or {}).items():  # each trick class declares what it needs
+        instead = getattr(locate(node.get("_target_", ""), f"trick.{name}"), "needs", {}).get("one process")
+        if instead:
+            raise DlrunError(f"trick={name} does not support several processes yet; {instead}")
 
 
 def _flags(node, prefix: str):

@@ -14,7 +14,7 @@ from dlrunner.errors import DlrunError
 from dlrunner.reporting.files import atomic_write
 
 if TYPE_CHECKING:
-    from dlrunner.build import Job
+    from dlrunner.engine.job import Job
     from dlrunner.engine.loop import TrainState
     from dlrunner.engine.meter import Meter
 

@@ -13,7 +13,7 @@ from dlrunner.engine.meter import Meter
 from dlrunner.engine.precision import Precision
 
 if TYPE_CHECKING:
-    from dlrunner.build import Job
+    from dlrunner.engine.job import Job
 
 
 @torch.no_grad()

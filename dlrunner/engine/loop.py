@@ -21,7 +21,7 @@ from dlrunner.engine.stop import Interrupted
 from dlrunner.tricks.base import Tricks
 
 if TYPE_CHECKING:
-    from dlrunner.build import Job
+    from dlrunner.engine.job import Job
 
 
 @dataclass

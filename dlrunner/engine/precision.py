@@ -8,6 +8,7 @@ import torch
 from dlrunner.errors import DlrunError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"32": None, "bf16-mixed": "bf16", "16-mixed": "fp16"}  # precision= value -> autocast dtype
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:

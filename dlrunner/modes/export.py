@@ -31,7 +31,7 @@ from dlrunner.modes.predict import expectation, rebuild
 from dlrunner.tricks.base import Trick
 
 if TYPE_CHECKING:
-    from dlrunner.build import Job
+    from dlrunner.engine.job import Job
 
 FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx", "safetensors": "model.safetensors"}
 TOLERANCE = 1e-4  # max |logit difference| accepted between the artifact and the checkpoint model

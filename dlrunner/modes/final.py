@@ -17,7 +17,7 @@ from dlrunner.engine.evaluate import score_split
 from dlrunner.modes import ModeRun
 
 if TYPE_CHECKING:
-    from dlrunner.build import Job
+    from dlrunner.engine.job import Job
 
 
 class CountedPasses:

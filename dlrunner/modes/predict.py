@@ -30,7 +30,7 @@ from dlrunner.errors import DlrunError
 from dlrunner.modes import ModeRun
 
 if TYPE_CHECKING:
-    from dlrunner.build import Job
+    from dlrunner.engine.job import Job
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TENSOR_EXT = (".pt", ".pth", ".npy")

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dlrunner import watch
-from dlrunner.build import Job, build_job, pick_device
+from dlrunner.build import Job, build_job, build_loggers, pick_device
 from dlrunner.engine import checkpoint, distributed
 from dlrunner.engine.loop import TrainState, fit
 from dlrunner.engine.meter import Meter
@@ -24,7 +24,7 @@ from dlrunner.modes.train_resume import carry_over, config_key, find_resume
 from dlrunner.reporting import plots, rundir
 from dlrunner.reporting.console import Reporter
 from dlrunner.reporting.files import write_json, write_rows
-from dlrunner.reporting.loggers import Loggers, build_loggers
+from dlrunner.reporting.loggers import Loggers
 from dlrunner.reporting.painter import Painter
 from dlrunner.reporting.timing import Timings
 

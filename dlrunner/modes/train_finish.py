@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from dlrunner.build import Job
+from dlrunner.engine.job import Job
 from dlrunner.engine import checkpoint, distributed
 from dlrunner.engine.evaluate import score_split
 from dlrunner.engine.loop import TrainState, lr_of

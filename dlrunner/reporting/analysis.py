@@ -14,7 +14,7 @@ from dlrunner.data.core import Split, broadcast
 from dlrunner.engine.evaluate import split_logits
 
 if TYPE_CHECKING:
-    from dlrunner.build import Job
+    from dlrunner.engine.job import Job
 
 TOP_LOSSES = 16  # samples shown in top_losses.png
 

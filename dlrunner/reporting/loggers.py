@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
 from dlrunner.errors import DlrunError
@@ -243,17 +242,3 @@ class Loggers:
             self.started = False
             for lg in self.items:
                 lg.finish(summary)
-
-
-def build_loggers(node: DictConfig | dict | None, note: Callable[[str], None] | None = None) -> Loggers:
-    """The `logger` group (one key per selected logger) -> objects, as build.build_tricks does for tricks."""
-    from dlrunner.build import call
-
-    items = []
-    for key, sub in (node or {}).items():
-        lg = call(sub, f"logger.{key}", note=note)
-        if not isinstance(lg, Logger):
-            raise DlrunError(f"logger.{key}._target_ must build a logger with start, log_epoch and finish; "
-                             f"got {type(lg).__name__}")
-        items.append(lg)
-    return Loggers(items)
