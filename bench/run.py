@@ -51,14 +51,51 @@ from time_to_acc import tta  # noqa: E402
 from trick_gains import precompute, tricks  # noqa: E402
 
 
+def sections(tmp: Path, args: argparse.Namespace) -> dict:
+    """name -> the section's measurement (called only when selected), in the order they run."""
+    mnist1d = ["data=mnist1d", "model=conv1d", f"data.root={tmp / 'data'}"]
+
+    def overheads() -> dict:
+        res = {"digits_lenet": overhead(tmp, [], args.rounds), "mnist1d_conv1d": overhead(tmp, mnist1d, args.rounds)}
+        if torch.cuda.is_available():  # the CUDA bar: resnet on CIFAR-shaped data (bench/synthetic.py)
+            res["cifar_resnet_cuda"] = overhead(
+                tmp, ["model=resnet", "data._target_=synthetic.cifar_like", "+data.n=20000", "data.batch_size=256",
+                      "data.val_fraction=0.1", "data.test_fraction=0.1"], args.rounds, device="cuda")
+        return res
+
+    def watch_cost() -> dict:  # the watchdog's cost against the same epochs without it
+        import watch as watch_bench
+
+        return {name: watch_bench.cost(tmp, o, args.rounds, compose_cfg)
+                for name, o in {"digits_lenet": [], "mnist1d_conv1d": mnist1d}.items()}
+
+    def startup_cost() -> dict:
+        from startup import startup
+
+        return startup(tmp)
+
+    def preset_runs() -> dict:
+        from presets import presets
+
+        return presets(tmp, args.presets)
+
+    def search_runs() -> dict:
+        from search import search  # bench/search.py
+
+        return search(tmp, args.search, args.methods)
+    return {"quality": lambda: quality(tmp), "overhead": overheads, "precompute": lambda: precompute(tmp),
+            "tricks": lambda: tricks(tmp, args.tricks), "determinism": lambda: determinism(tmp),
+            "doctor": lambda: doctor(tmp), "lightning": lambda: lightning(tmp), "tta": lambda: tta(tmp, args.seeds),
+            "scaling": lambda: scaling(tmp), "gpu": lambda: gpu(tmp), "startup": startup_cost,
+            "presets": preset_runs, "watch": watch_cost, "search": search_runs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tricks", nargs="*", default=None, help="with --only tricks: just these")
     ap.add_argument("--rounds", type=int, default=10, help="alternating epochs per overhead measurement")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per time-to-accuracy row")
-    ap.add_argument("--only", choices=["quality", "overhead", "precompute", "tricks", "determinism", "doctor",
-                                       "lightning", "tta", "scaling", "gpu", "startup", "presets",
-                                       "watch", "search"], default=None)
+    ap.add_argument("--only", choices=list(sections(Path("."), argparse.Namespace())), default=None)
     ap.add_argument("--presets", nargs="*", default=None, help="with --only presets: just these")
     ap.add_argument("--search", nargs="*", default=None, help="with --only search: just these jobs (bench/search.py JOBS)")
     ap.add_argument("--methods", nargs="*", default=None, help="with --only search: just these sweep.method values")
@@ -67,50 +104,9 @@ def main() -> None:
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        if args.only in (None, "quality"):
-            res["quality"] = quality(tmp)
-        if args.only in (None, "overhead"):
-            res["overhead"] = {"digits_lenet": overhead(tmp, [], args.rounds),
-                               "mnist1d_conv1d": overhead(tmp, ["data=mnist1d", "model=conv1d",
-                                                               f"data.root={tmp / 'data'}"], args.rounds)}
-            if torch.cuda.is_available():  # the CUDA bar: resnet on CIFAR-shaped data (bench/synthetic.py)
-                res["overhead"]["cifar_resnet_cuda"] = overhead(
-                    tmp, ["model=resnet", "data._target_=synthetic.cifar_like", "+data.n=20000", "data.batch_size=256",
-                          "data.val_fraction=0.1", "data.test_fraction=0.1"], args.rounds, device="cuda")
-        if args.only in (None, "precompute"):
-            res["precompute"] = precompute(tmp)
-        if args.only in (None, "tricks"):
-            res["tricks"] = tricks(tmp, args.tricks)
-        if args.only in (None, "determinism"):
-            res["determinism"] = determinism(tmp)
-        if args.only in (None, "doctor"):
-            res["doctor"] = doctor(tmp)
-        if args.only in (None, "lightning"):
-            res["lightning"] = lightning(tmp)
-        if args.only in (None, "tta"):
-            res["tta"] = tta(tmp, args.seeds)
-        if args.only in (None, "scaling"):
-            res["scaling"] = scaling(tmp)
-        if args.only in (None, "gpu"):
-            res["gpu"] = gpu(tmp)
-        if args.only in (None, "startup"):
-            from startup import startup
-
-            res["startup"] = startup(tmp)
-        if args.only in (None, "presets"):
-            from presets import presets
-
-            res["presets"] = presets(tmp, args.presets)
-        if args.only in (None, "watch"):  # the watchdog's cost against the same epochs without it
-            import watch as watch_bench
-
-            res["watch"] = {name: watch_bench.cost(tmp, o, args.rounds, compose_cfg) for name, o in
-                            {"digits_lenet": [], "mnist1d_conv1d": ["data=mnist1d", "model=conv1d",
-                                                                   f"data.root={tmp / 'data'}"]}.items()}
-        if args.only in (None, "search"):
-            from search import search  # bench/search.py
-
-            res["search"] = search(tmp, args.search, args.methods)
+        for name, section in sections(tmp, args).items():
+            if args.only in (None, name):
+                res[name] = section()
     suffix = args.only or "all"
     if args.tricks:
         suffix += "-" + "-".join(args.tricks)
