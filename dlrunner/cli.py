@@ -1,4 +1,4 @@
-"""`dlrun`: the Hydra app. Reads the config, hands plain values to the runner."""
+"""`dlrun`: the Hydra app. Validates the config, then runs the selected mode (dlrunner.modes)."""
 from __future__ import annotations
 
 import os

@@ -22,6 +22,18 @@ MOVED = {f"dlrunner.{old}": f"dlrunner.{new}" for old, new in {
 }.items()}
 
 
+# builders that conf/ names in `_target_`: a job's identity (resume=auto, climb) keeps their former
+# paths, so a run started before the move is still found and continued
+TARGETS = ("optim", "schedules", "loggers", "wandb_logger")
+
+
+def former_paths(text: str) -> str:
+    """`text` with the conf builders' module paths as they were before the move."""
+    for old in TARGETS:
+        text = text.replace(f"{MOVED['dlrunner.' + old]}.", f"dlrunner.{old}.")
+    return text
+
+
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds `dlrunner.engine.loop` as `dlrunner.engine.loop` (imported on first use, not before)."""
 

@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from dlrunner.engine import distributed
-from dlrunner.engine.checkpoint import payload
+from dlrunner.engine.checkpoint import Checkpointer, Discard, payload
 from dlrunner.engine.evaluate import evaluate, score_split  # noqa: F401 - evaluate: also imported from here
 from dlrunner.engine.meter import Meter, Throughput
 from dlrunner.engine.metric import improves, minimize
 from dlrunner.engine.oom import OOMGuard
 from dlrunner.engine.precision import Precision
 from dlrunner.engine.step import Backward
-from dlrunner.engine.stop import Interrupted
+from dlrunner.engine.stop import Interrupted, StopSignal
 from dlrunner.tricks.base import Tricks
 
 if TYPE_CHECKING:
@@ -42,14 +42,15 @@ def lr_of(optimizer: torch.optim.Optimizer) -> float:
     return max(g["lr"] for g in optimizer.param_groups)
 
 
-def fit(job: Job, state: TrainState, meter: Meter, stop: Callable[[], bool], saver: Any, out: Any, *,
+def fit(job: Job, state: TrainState, meter: Meter, stop: StopSignal, saver: Checkpointer | Discard, out: Any, *,
         epochs: int, until: int, metric: str, log_every: int, config_yaml: str,
         on_epoch_end: Callable[[dict, bool], None] = lambda row, improved: None, oom: OOMGuard | None = None) -> None:
     """Train from `state` to the end of epoch `until` of an `epochs`-epoch run (the schedule spans
     `epochs`; until < epochs pauses: stop_after). After each epoch: validate (no held-out split in
     mode=final: every epoch is the best), record the row, hand the checkpoint to `saver`, then
-    `on_epoch_end(row, improved)` (metrics.csv, pictures, loggers). `out` shows the progress;
-    `stop()` is asked after every step. Raises Interrupted (after saving) on a stop request."""
+    `on_epoch_end(row, improved)` (metrics.csv, pictures, loggers). `out` shows the progress
+    (dlrunner.reporting.console.Reporter); `stop()` is asked after every step. Raises Interrupted
+    (after saving) on a stop request."""
     lower, world = minimize(metric), distributed.current()
     progress = Throughput(log_every, out.step, lambda: lr_of(job.optimizer))
     ddp = distributed.DataParallel(job.device) if world.active else None
@@ -101,8 +102,8 @@ def train_epoch(model: nn.Module, batches, loss_fn: Callable, optimizer: torch.o
     pieces (dlrunner.engine.oom); without it the error propagates. watch: the run's watchdog
     (dlrunner.watch): it sees the gradients before each step and the loss after it."""
     model.train()
-    backward = Backward(forward if forward is not None else model, loss_fn, optimizer, precision, tricks,
-                        getattr(batches, "weight", 1.0), any_rank)
+    backward = Backward(forward if forward is not None else model, loss_fn, optimizer, precision, tricks, batches,
+                        any_rank)
     for i, batch in batches.iterate(state.epoch, state.batch):
         x, y = tricks.on_batch(batch, state.step)
         check = state.step % nan_every == 0

@@ -4,7 +4,7 @@ whole batch's), and a rank's uneven share of a batch in a data-parallel run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ class Backward:
     optimizer: torch.optim.Optimizer
     precision: Precision
     tricks: Tricks
-    weight: float = 1.0  # this rank's share of an uneven batch (data parallel)
+    batches: Any = None  # the batch source; in a data-parallel run its `weight` is this rank's share of the batch
     any_rank: Callable[[bool], bool] | None = None  # a local flag -> the same answer on every rank
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, micro: int, step: int,
@@ -57,7 +57,7 @@ class Backward:
         slicing, no extra op). Returns (loss, logits), detached when in pieces. check: test the
         loss for NaN/Inf before each backward, so the weights are not touched."""
         self.optimizer.zero_grad(set_to_none=True)
-        n = len(y)
+        n, weight = len(y), getattr(self.batches, "weight", 1.0)  # read per batch: shares differ between batches
         parts = pieces(n, micro)
         total, outs = None, []
         for lo, hi in parts:
@@ -67,7 +67,7 @@ class Backward:
                 loss = self.tricks.on_loss(self.loss_fn(out, ys), out, (xs, ys))
             if check:
                 check_finite(loss, step, (x, y), self.any_rank)
-            factor = share(self.weight, lo, hi, n)
+            factor = share(weight, lo, hi, n)
             self.precision.backward(loss * factor if factor != 1.0 else loss)
             if len(parts) == 1:
                 return loss, out

@@ -33,7 +33,7 @@ class Rung:
     own: list[str]  # the rung's overrides, as in climb.ladder
     overrides: list[str]  # the command line's job overrides (less mode/resume/climb) + `own`
     label: str  # "resnet", "mlp depth=3"
-    key: str = ""  # runner.config_key of the composed rung: what a finished run of it is found by
+    key: str = ""  # train_resume.config_key of the composed rung: what a finished run of it is found by
 
     @property
     def folder(self) -> str:

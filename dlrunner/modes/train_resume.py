@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dlrunner.engine import checkpoint
+from dlrunner.moved import former_paths
 from dlrunner.reporting import rundir
 from dlrunner.reporting.console import Reporter
 from dlrunner.reporting.files import write_rows
@@ -20,7 +21,8 @@ IGNORED_FOR_RESUME = ("resume", "mode", "ckpt", "split", "log_every", "plots", "
 
 def config_key(cfg: DictConfig) -> str:
     """The job's identity for resume=auto: the resolved config minus run-control keys. A mode=final
-    run keeps its mode: it trains on train+val, never the same job as an ordinary run."""
+    run keeps its mode: it trains on train+val, never the same job as an ordinary run. The builders
+    that moved into engine/ and reporting/ keep their former paths here (dlrunner.moved)."""
     d = OmegaConf.to_container(cfg, resolve=True)
     final = d.get("mode") == "final"
     for k in IGNORED_FOR_RESUME:
@@ -29,7 +31,7 @@ def config_key(cfg: DictConfig) -> str:
         (d.get("data") or {}).pop(k, None)
     if final:
         d["mode"] = "final"
-    return OmegaConf.to_yaml(OmegaConf.create(d))
+    return former_paths(OmegaConf.to_yaml(OmegaConf.create(d)))
 
 
 def find_resume(cfg: DictConfig, run_dir: Path, key: str, out: Reporter) -> Path | None:

@@ -119,7 +119,7 @@ def report(job: Job, run_dir: Path, split: str = "val", n: int = TOP_LOSSES,
 
 def after_training(job: Job, run_dir: Path, warn: Callable[[str], None], split: str = "val",
                    scored: Scored | None = None, draw: Draw = _draw_now) -> dict[str, Any]:
-    """runner.finish's hook: the report's summary entries, or {} with one warning line when the
+    """modes/train_finish.py's hook: the report's summary entries, or {} with one warning line when the
     analysis fails (the run itself is already saved and must not be lost to a plotting error)."""
     try:
         return report(job, run_dir, split, scored=scored, draw=draw)[1]

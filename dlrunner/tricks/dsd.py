@@ -109,7 +109,7 @@ class DSD(Trick):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """The checkpoint's weights are plain (zeros where masked); the sparse phase gets its masks back.
-        The optimizer and schedule were only reset and rescaled in place: the runner's loading of their
+        The optimizer and schedule were only reset and rescaled in place: the resume's loading of their
         saved states restores that."""
         self.phase, self.masks = int(state["phase"]), dict(state["masks"])
         apply_masks(self.layers, self.masks if self.phase == 1 else {})

@@ -61,7 +61,7 @@ class SWA(Trick):
     def load_state_dict(self, state: dict) -> Parts | None:
         self.avg.load_state_dict(state["avg"])
         if self.swa_lr is not None and int(self.avg.n_averaged) > 0:
-            return self._hold_lr()  # before the runner loads the schedule state into it
+            return self._hold_lr()  # before the resume loads the schedule state into it
         return None
 
     def report(self) -> dict:

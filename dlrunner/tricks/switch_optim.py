@@ -55,7 +55,7 @@ class SwitchOptim(Trick):
 
     def load_state_dict(self, state: dict) -> Parts | None:
         if state.get("switched") and not self.switched:
-            return self._switch()  # before the runner loads the saved optimizer state into it
+            return self._switch()  # before the resume loads the saved optimizer state into it
         return None
 
     def report(self) -> dict:
