@@ -33,7 +33,12 @@ class View:
         object.__setattr__(self, "_job", job)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_job":  # not set yet (a copy being built): no job to ask
+            raise AttributeError(name)
         return getattr(self._job, name)
+
+    def __reduce__(self):  # a deep copy (of a model whose hooks hold a trick) copies the job it shows
+        return View, (self._job,)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"a trick's view of the job is read-only: return Parts({name}=...) from the hook")
