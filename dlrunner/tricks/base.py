@@ -34,11 +34,12 @@ Hooks run in the order the tricks were listed on the command line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from dlrunner.data.core import Split
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.context import Parts, View
 
@@ -51,7 +52,9 @@ class Trick:
     # other tricks (by name) or resources (an `owns` entry) this one cannot run with -> the refusal,
     # `{me}` and `{other}` filled in with the two tricks' names
     conflicts: dict[str, str] = {}
-    needs: dict[str, str] = {}  # what the run must give it ("one process": not data parallel) -> what to do instead
+    # what the run must give it -> the refusal ({data}, {modality} filled in): "images", "images or
+    # sequences", "trained weights", "in-memory data" (checked by Tricks.bind), "one process" (validate)
+    needs: dict[str, str] = {}
 
     def setup(self, model: nn.Module) -> nn.Module:
         return model
@@ -105,6 +108,15 @@ class Trick:
         return None  # a trick whose state means other parts (a switched optimizer) returns them
 
 
+# a trick's need -> whether the built job meets it
+MET: dict[str, Callable[[Any], bool]] = {
+    "images": lambda job: job.data.modality == "image",
+    "images or sequences": lambda job: job.data.modality != "tabular",
+    "trained weights": lambda job: bool(getattr(job.base_model, "dlrun_pretrained", None)),
+    "in-memory data": lambda job: all(isinstance(s, Split) for s in (job.data.train, job.data.val, job.data.test)),
+}
+
+
 class Tricks:
     """The selected tricks, called in order. Every combination rule is checked here, when they are
     built (before the data and the model): two owners of one resource, two replacements of the
@@ -145,8 +157,13 @@ class Tricks:
         return model
 
     def bind(self, job: Any) -> None:
-        """Show each trick the built job (read-only) and put in what it replaces."""
+        """Check what each trick needs of the built job, then show it the job (read-only) and put in
+        what it replaces."""
         self.job = job
+        for t in self.items:
+            for need, refusal in t.needs.items():
+                if need in MET and not MET[need](job):
+                    raise DlrunError(refusal.format(data=job.data.name, modality=job.data.modality))
         for t in self.items:
             self.apply(t.bind(View(job)))
 

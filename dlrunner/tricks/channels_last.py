@@ -2,21 +2,15 @@
 without transposes (+8-35% on convnets under AMP on tensor-core GPUs). Little effect on CPUs."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
 
 
 class ChannelsLast(Trick):
     name = "channels_last"
-
-    def bind(self, job: Any) -> None:
-        if job.data.modality != "image":
-            raise DlrunError(f"trick=channels_last needs images (N, C, H, W); data={job.data.name} is {job.data.modality}")
+    needs = {"images": "trick=channels_last needs images (N, C, H, W); data={data} is {modality}"}
 
     def setup(self, model: nn.Module) -> nn.Module:
         return model.to(memory_format=torch.channels_last)

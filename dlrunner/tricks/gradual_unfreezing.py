@@ -31,6 +31,8 @@ def discriminative_lrs(lr: float, n: int, lr_div: float) -> list[float]:
 
 class GradualUnfreezing(Trick):
     name = "gradual_unfreezing"
+    needs = {"trained weights": "trick=gradual_unfreezing needs a model that starts from trained weights: "
+                                "set model.init_from=RUN_OR_CKPT, or a torchvision resnet with pretrained weights"}
 
     def __init__(self, every: int = 1, lr_div: float = 100.0, train_bn: bool = False):
         if int(every) < 1 or not lr_div >= 1:
@@ -42,9 +44,6 @@ class GradualUnfreezing(Trick):
 
     def bind(self, job: Any) -> Parts:
         self.job, model = job, job.base_model
-        if not getattr(model, "dlrun_pretrained", None):
-            raise DlrunError("trick=gradual_unfreezing needs a model that starts from trained weights: "
-                             "set model.init_from=RUN_OR_CKPT, or a torchvision resnet with pretrained weights")
         self.groups = layer_groups(model)
         if len(self.groups) < 2:
             raise DlrunError(f"trick=gradual_unfreezing: {type(model).__name__} has a single layer group")

@@ -41,11 +41,11 @@ class Mixup(Trick):
         if not 0 <= prob <= 1 or not 0 <= switch_prob <= 1:
             raise DlrunError("trick.mixup.prob and switch_prob must be in [0, 1]")
         self.alpha, self.cutmix_alpha, self.switch_prob, self.prob = alpha, cutmix_alpha, switch_prob, prob
+        if cutmix_alpha > 0:  # CutMix cuts boxes out of images
+            self.needs = {"images": "trick.mixup.cutmix_alpha needs images; data={data} is {modality}"}
         self.k = 0
 
     def bind(self, job: Any) -> None:
-        if self.cutmix_alpha > 0 and job.data.modality != "image":
-            raise DlrunError(f"trick.mixup.cutmix_alpha needs images; data={job.data.name} is {job.data.modality}")
         self.k = job.data.num_classes
 
     def on_batch(self, batch: tuple, step: int) -> tuple:

@@ -71,6 +71,7 @@ def activations(frozen: nn.Module, x: torch.Tensor, device: torch.device, batch:
 
 class Precompute(Trick):
     name = "precompute"
+    needs = {"in-memory data": "trick=precompute needs an in-memory data set; data={data} is streamed"}
     # these work on the full model, its weights or its raw inputs, which the cache takes away (half
     # converts the inputs at the model's entry, which the cached layers are called without)
     conflicts = {other: "trick=precompute trains on cached activations; trick={other} needs the full model "
@@ -91,8 +92,6 @@ class Precompute(Trick):
         n = len(children) - 1 if self.frozen_n is None else int(self.frozen_n)
         if not 0 < n < len(children):
             raise DlrunError(f"trick.precompute.frozen must be in 1..{len(children) - 1} (top-level layers), got {n}")
-        if not all(isinstance(s, Split) for s in (job.data.train, job.data.val, job.data.test)):
-            raise DlrunError(f"trick=precompute needs an in-memory data set; data={job.data.name} is streamed")
         full, head, tail = job.base_model, Chain(children[:n]), Chain(children[n:])
         probe = job.data.val.x[:4].to(job.device)
         full.eval()

@@ -32,6 +32,7 @@ def side_at(step: int, total: int, full: int, initial_scale: float = 0.5, finish
 
 class ProgressiveResizing(Trick):
     name = "progressive_resizing"
+    needs = {"images": "trick=progressive_resizing resizes images; data {data} is {modality}: drop the trick"}
 
     def __init__(self, initial_scale: float = 0.5, finish_frac: float = 0.8, multiple: int = 4):
         if not 0.0 < initial_scale <= 1.0:
@@ -44,9 +45,6 @@ class ProgressiveResizing(Trick):
         self.total, self.steps_per_epoch, self.full = 0, 0, (0, 0)
 
     def bind(self, job: Any) -> None:
-        if job.data.modality != "image":
-            raise DlrunError(f"trick=progressive_resizing resizes images; data {job.data.name} is "
-                             f"{job.data.modality}: drop the trick")
         self.total, self.steps_per_epoch = job.epochs * job.steps_per_epoch, job.steps_per_epoch
         self.full = tuple(int(s) for s in job.data.in_shape[-2:])
         self._check_model(job)

@@ -33,6 +33,7 @@ def views(modality: str, flip: bool) -> list[Callable[[torch.Tensor], torch.Tens
 
 class TTA(Trick):
     name = "tta"
+    needs = {"images or sequences": "trick=tta needs images or sequences; data={data} is tabular"}
 
     def __init__(self, n: int = 4, beta: float = 0.25):
         if int(n) < 1 or not 0 <= beta <= 1:
@@ -41,8 +42,6 @@ class TTA(Trick):
         self.views: list = []
 
     def bind(self, job: Any) -> None:
-        if job.data.modality == "tabular":
-            raise DlrunError(f"trick=tta needs images or sequences; data={job.data.name} is tabular")
         self.views = views(job.data.modality, job.data.flip)[: self.n]
 
     def predict(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
