@@ -26,8 +26,8 @@
 A trick sees the job through a read-only view (tricks/context.py). A hook that replaces the
 optimizer, the schedule, the model or a batch source returns `Parts(...)`; Tricks.apply puts them
 into the job, the loop reads them afresh every epoch, and they are what the checkpoint saves.
-Conflicts are declared on the class (`owns`, `conflicts`, `needs`) and checked when the tricks are
-built, before any work.
+What a trick cannot run with is declared on its class and checked in Tricks, before training:
+`owns` and `conflicts` when the tricks are built (before the data), `needs` when the job is.
 
 Hooks run in the order the tricks were listed on the command line.
 """
