@@ -32,12 +32,12 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def sweep(tmp: Path, job: list[str], method: str, budget: int, jobs: int) -> dict:
+def sweep(tmp: Path, job: list[str], method: str, budget: int, jobs: int, extra: list[str] = ()) -> dict:
     """One sweep through the joblib launcher; its pick, trials and wall time."""
     out = tmp / f"sweep-{method}"
     args = [sys.executable, "-m", "dlrunner", "-m", "sweep=importance", f"sweep.method={method}",
             f"sweep.budget={budget}", f"sweep.batch={jobs}", "hydra/launcher=joblib",
-            f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={out}", *job]
+            f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={out}", *job, *extra]
     t0 = time.time()
     res = subprocess.run(args, cwd=tmp, env=_env(), capture_output=True, text=True)
     wall = time.time() - t0

@@ -51,6 +51,10 @@ def test_space_parsing_and_proposals():
     # log scale: a quasi-random set covers every decade of the range evenly
     assert sum(v < 1e-3 for v in lrs) == 4
     assert [p["schedule"] for p in pts].count("cosine") == 4  # grid: every choice equally often
+    # ... and over the whole range: not tied to the half of the lr range the Sobol points alternate in
+    for seed in range(4):
+        pts = propose([space["optim.lr"], space["schedule"]], 8, seed=seed)
+        assert sum(p["optim.lr"] < 1e-3 and p["schedule"] == "cosine" for p in pts) == 2
     assert split_budget(19, [0.5, 0.3, 0.2]) == [9, 6, 4]  # 9.5, 5.7, 3.8: largest remainders
     # {times: [lo, hi]}: one range for every rung, made absolute around the model's own value
     rel = read_space({"model": {"width": {"times": [0.5, 4]}}}, {})["model.width"]

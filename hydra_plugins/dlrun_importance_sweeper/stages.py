@@ -4,13 +4,14 @@
 2. tier1: quasi-random (Sobol) points over the first tier's keys, the others at the config's values:
    the guides' prior on where the first trials go;
 3. tier2, tier3, ...: TPE over the keys of every tier so far (earlier tiers are revisited, never
-   frozen), warm-started with all earlier trials, asked `sweep.batch` at a time;
+   frozen), warm-started with all earlier trials, asked `sweep.batch` at a time; a stage whose new
+   keys turn out to carry little of the measured variance ends early (`sweep.settle`);
 4. refine: TPE over the keys that measured importance (fANOVA over all trials) says carry
    `sweep.refine_mass` of the variance, the rest fixed at the incumbent's values;
 5. confirm: the `sweep.confirm` best points re-run with the second seed; the pick is the best
    2-seed mean.
-The stages' shares of the search budget are `sweep.shares`; a stage that uses fewer trials passes
-them on. `sweep.time_budget` stops the search early, leaving time for the confirmation."""
+The stages' shares of the search budget are `sweep.shares`, the prior; a stage that uses fewer
+trials (its keys measured unimportant, or its grid exhausted) passes them on. `sweep.time_budget` stops the search early, leaving time for the confirmation."""
 from __future__ import annotations
 
 import json
@@ -214,6 +215,8 @@ class Stages:
         if trials:
             self._run(trials)
         while len(trials) < points and not self._out_of_time():
+            if self._unimportant(name, fresh, trials, points):
+                break
             m = min(batch, points - len(trials))
             pts = tpe.propose(self.params, self._history(searched=True), [p.key for p in params], self._open_exists, m,
                               seed * 1000 + len(self.trials), self.lower, startup)
@@ -227,6 +230,24 @@ class Stages:
             self.inc = {"values": dict(best.values), "trials": [best]}
         self._table(name, trials + promoted)
         return len(trials) if k == 1 else round((len(trials) + len(promoted) * (k - 1)) / k)
+
+    def _unimportant(self, name: str, fresh: list[sw.Param], trials: list[sw.Trial], points: int) -> bool:
+        """Whether a later tier's stage should end here and pass its remaining trials on: after at
+        least `sweep.settle` of its trials, its new keys carry under half the share of the measured
+        variance (fANOVA over every trial so far) that an equal split between the keys would give."""
+        settle = int(self.s.get("settle") or 0)
+        if not fresh or name == "tier1" or settle <= 0 or len(trials) < settle:
+            return False
+        imp = tpe.importance(self.params, self._history(), self.lower)
+        new = [p.key for p in fresh if p.key in imp]
+        if not imp or not new:
+            return False
+        share, fair = sum(imp[k] for k in new), len(new) / len(imp)
+        if share >= fair / 2:
+            return False
+        self.console.print(f"stage {name}: {', '.join(new)} carry {share:.0%} of the measured variance "
+                           f"(an equal split: {fair:.0%}); its other {points - len(trials)} points pass on")
+        return True
 
     def _point(self, stage: str, rnd: int, point: dict[str, Any], rung: int) -> sw.Trial:
         t = self._trial(stage, rnd, self.seeds[0], point)
