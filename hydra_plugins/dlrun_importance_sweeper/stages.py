@@ -208,14 +208,16 @@ class Stages:
         seed = int(self.s.get("sobol_seed", 0))
         batch = self._batch()
         k, rung = self._halving()
-        points = n if k == 1 else round(n * k * k / (2 * k - 1))  # the same epochs: 1/k each, 1/k of them k-1/k more
+        epochs = int(self.config.get("epochs", 1))
+        # the same epochs as n whole runs: every point `rung` epochs, the best 1/k of them the rest
+        points = n if k == 1 else round(n * epochs / (rung + (epochs - rung) / k))
         fresh = [p for p in params if p.key in new]
         n_fresh = min(n_fresh, points) if fresh else 0
         trials = [self._point(name, 1, pt, rung) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
         if trials:
             self._run(trials)
         while len(trials) < points and not self._out_of_time():
-            if self._unimportant(name, fresh, trials, points):
+            if self._unimportant(name, [p.key for p in params], fresh, trials, points):
                 break
             m = min(batch, points - len(trials))
             pts = tpe.propose(self.params, self._history(searched=True), [p.key for p in params], self._open_exists, m,
@@ -229,24 +231,27 @@ class Stages:
         if best is not None:
             self.inc = {"values": dict(best.values), "trials": [best]}
         self._table(name, trials + promoted)
-        return len(trials) if k == 1 else round((len(trials) + len(promoted) * (k - 1)) / k)
+        return len(trials) if k == 1 else round((len(trials) * rung + len(promoted) * (epochs - rung)) / epochs)
 
-    def _unimportant(self, name: str, fresh: list[sw.Param], trials: list[sw.Trial], points: int) -> bool:
+    def _unimportant(self, name: str, keys: list[str], fresh: list[sw.Param], trials: list[sw.Trial],
+                     points: int) -> bool:
         """Whether a later tier's stage should end here and pass its remaining trials on: after at
         least `sweep.settle` of its trials, its new keys carry under half the share of the measured
-        variance (fANOVA over every trial so far) that an equal split between the keys would give."""
+        variance (fANOVA over every trial so far) that an equal split between the stage's keys would
+        give them."""
         settle = int(self.s.get("settle") or 0)
         if not fresh or name == "tier1" or settle <= 0 or len(trials) < settle:
             return False
         imp = tpe.importance(self.params, self._history(), self.lower)
+        imp = {k: v for k, v in imp.items() if k in keys}
         new = [p.key for p in fresh if p.key in imp]
-        if not imp or not new:
+        if not new or sum(imp.values()) <= 0:
             return False
-        share, fair = sum(imp[k] for k in new), len(new) / len(imp)
+        share, fair = sum(imp[k] for k in new) / sum(imp.values()), len(new) / len(imp)
         if share >= fair / 2:
             return False
         self.console.print(f"stage {name}: {', '.join(new)} carry {share:.0%} of the measured variance "
-                           f"(an equal split: {fair:.0%}); its other {points - len(trials)} points pass on")
+                           f"(an equal split: {fair:.0%}): {points - len(trials)} of its {points} points pass on")
         return True
 
     def _point(self, stage: str, rnd: int, point: dict[str, Any], rung: int) -> sw.Trial:
