@@ -179,7 +179,8 @@ class Stages:
     def _halving(self) -> tuple[int, int]:
         """(k, rung epochs): with sweep.halving=k > 1 a point first trains epochs // k epochs."""
         k, epochs = int(self.s.get("halving") or 1), int(self.config.get("epochs", 1))
-        return (k, max(1, epochs // k)) if k > 1 and epochs // k < epochs else (1, epochs)
+        rung = max(1, epochs // k)
+        return (k, rung) if k > 1 and rung < epochs else (1, epochs)  # a one-epoch job: whole runs
 
     def _batch(self) -> int:
         """Points TPE proposes together: sweep.batch, or with sweep.trials_per_gpu the trials that run at once."""
