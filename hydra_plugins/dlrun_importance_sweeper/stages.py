@@ -236,12 +236,13 @@ class Stages:
 
     def _unimportant(self, name: str, keys: list[str], fresh: list[sw.Param], trials: list[sw.Trial],
                      points: int) -> bool:
-        """Whether a later tier's stage should end here and pass its remaining trials on: after at
-        least `sweep.settle` of its trials, its new keys carry under half the share of the measured
-        variance (fANOVA over every trial so far) that an equal split between the stage's keys would
-        give them."""
+        """Whether a later tier's stage should end here and pass its remaining trials on: once it has
+        run `sweep.settle` points per new key, its new keys carry under half the share of the
+        measured variance (fANOVA over every trial so far) that an equal split between the stage's
+        keys would give them. (Per key: keys varied in a handful of trials among many explain little
+        of the variance over all of them until they have had their chance.)"""
         settle = int(self.s.get("settle") or 0)
-        if not fresh or name == "tier1" or settle <= 0 or len(trials) < settle:
+        if not fresh or name == "tier1" or settle <= 0 or len(trials) < settle * len(fresh):
             return False
         imp = tpe.importance(self.params, self._history(), self.lower)
         imp = {k: v for k, v in imp.items() if k in keys}
