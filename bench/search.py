@@ -1,6 +1,7 @@
 """`make bench ARGS="--only search"`: the importance sweep against what a user would run instead,
 quasi-random search over every key at once (the Tuning Playbook's exploration, scrambled Sobol) and
-Optuna's TPE over every key (8 random start-up points, then TPE asked two at a time). All three go
+Optuna's TPE over every key (8 random start-up points, then TPE asked two at a time), both with
+whole runs (`sweep.halving=1`); the importance sweep as configured (successive halving included). All three go
 through the same sweeper (`sweep.method=importance|random|tpe`), so they share the space
 (conf/sweep/importance.yaml), the budget (trials), the job, the launcher (joblib, 2 trials at a
 time, 1 CPU thread each) and the pick rule: the 2 best points re-run with seed 1, the best 2-seed
@@ -32,12 +33,14 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def sweep(tmp: Path, job: list[str], method: str, budget: int, jobs: int) -> dict:
+def sweep(tmp: Path, job: list[str], method: str, budget: int, jobs: int, extra: list[str] = ()) -> dict:
     """One sweep through the joblib launcher; its pick, trials and wall time."""
     out = tmp / f"sweep-{method}"
+    if method != "importance":  # the plain searches a user would run: whole runs only
+        extra = ["sweep.halving=1", *extra]
     args = [sys.executable, "-m", "dlrunner", "-m", "sweep=importance", f"sweep.method={method}",
             f"sweep.budget={budget}", f"sweep.batch={jobs}", "hydra/launcher=joblib",
-            f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={out}", *job]
+            f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={out}", *job, *extra]
     t0 = time.time()
     res = subprocess.run(args, cwd=tmp, env=_env(), capture_output=True, text=True)
     wall = time.time() - t0

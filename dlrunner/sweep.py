@@ -132,25 +132,52 @@ def sobol(n: int, dims: int, seed: int, skip: int = 0) -> list[list[float]]:
 
 
 def propose(params: list[Param], n: int, seed: int, skip: int = 0) -> list[dict[str, Any]]:
-    """n points: choices on a grid (all combinations, cycled) when the grid fits in n, else on the
-    Sobol points too; continuous parameters on Sobol points. Duplicates are dropped."""
+    """n points: choices on a grid (every combination once per pass over it) when the grid fits in
+    n, else on the Sobol points too; continuous parameters on Sobol points. Duplicates are dropped.
+    Within a pass the combinations go to the points in the order of one more Sobol coordinate, so
+    that the choices are spread evenly over the ranges: Sobol points alternate between the halves
+    of every range, and a grid cycled in step would tie a choice to one half (a schedule to low
+    learning rates)."""
     cont = [p for p in params if p.kind != "choice"]
     cats = [p for p in params if p.kind == "choice"]
     grid = list(itertools.product(*[p.choices for p in cats]))
     on_grid = len(grid) <= max(n, 1)
     if on_grid and not cont:
         n = min(n, len(grid))
+    if n <= 0:
+        return []
     dims = cont if on_grid else cont + cats
-    points = sobol(n, len(dims), seed, skip)
+    points = sobol(n, len(dims) + on_grid, seed, skip)
+    combo = _grid_combos(points, len(grid), skip, seed) if on_grid else []
     out, seen = [], set()
     for i, u in enumerate(points):
         point = {p.key: p.value(x) for p, x in zip(dims, u)}
         if on_grid:
-            point.update(zip([p.key for p in cats], grid[(i + skip) % len(grid)]))
+            point.update(zip([p.key for p in cats], grid[combo[i]]))
         sig = tuple(sorted((k, str(v)) for k, v in point.items()))
         if sig not in seen:
             seen.add(sig)
             out.append(point)
+    return out
+
+
+def _grid_combos(points: list[list[float]], size: int, skip: int, seed: int) -> list[int]:
+    """The grid combination of every point: passes of `size` consecutive points (counted from the
+    start of the sequence) each take every combination once, by the rank of the points' last
+    coordinate; a pass cut short (by n or skip) takes a seeded choice of them."""
+    import random
+
+    out = [0] * len(points)
+    passes: dict[int, list[int]] = {}
+    for i in range(len(points)):
+        passes.setdefault((i + skip) // size, []).append(i)
+    for rank, members in passes.items():
+        order = list(range(size))
+        if len(members) < size:
+            random.Random(seed * 7919 + rank).shuffle(order)
+        for c, i in zip(order if len(members) < size else range(size),
+                        sorted(members, key=lambda i: points[i][-1])):
+            out[i] = c
     return out
 
 

@@ -162,3 +162,21 @@ def test_successive_halving_continues_the_best_short_runs(tmp_path):
     picked = [t for t in trials if int(t["trial"]) in best["trials"]]
     assert best["seeds"] == [0, 1] and all(t["launch"] == "" or t["launch"].startswith("resume=") for t in picked)
     assert [t["launch"] for t in trials if t["stage"] == "confirm"] == ["", ""]
+
+
+def test_a_stage_whose_keys_carry_no_variance_passes_its_trials_on(tmp_path):
+    # tier 2 holds only model.dropout, which the objective ignores
+    tiers = "sweep.tiers=[[optim.lr,schedule,model.init],[model.dropout],[model.act]]"
+    res = run_app(tmp_path, "sweep=importance", "sweep.budget=22", tiers, "sweep.shares=[0.3,0.3,0.2,0.2]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    stages = [t["stage"] for t in rows(tmp_path)]
+    settle = 2  # conf/sweep/importance.yaml: points per new key
+    assert "model.dropout carry" in res.stdout and "pass on" in res.stdout
+    assert stages.count("tier2") == settle  # its share: 5 of the 19 searched trials
+    # the trials it left went to the later stages: 19 searched trials in all
+    assert stages.count("tier3") + stages.count("refine") == 19 - stages.count("tier1") - settle
+    # with sweep.settle=0 every stage uses its share
+    other = tmp_path / "b"
+    other.mkdir()
+    res = run_app(other, "sweep=importance", "sweep.budget=22", tiers, "sweep.shares=[0.3,0.3,0.2,0.2]", "sweep.settle=0")
+    assert res.returncode == 0 and [t["stage"] for t in rows(other)].count("tier2") > settle

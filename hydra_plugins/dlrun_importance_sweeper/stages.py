@@ -4,13 +4,14 @@
 2. tier1: quasi-random (Sobol) points over the first tier's keys, the others at the config's values:
    the guides' prior on where the first trials go;
 3. tier2, tier3, ...: TPE over the keys of every tier so far (earlier tiers are revisited, never
-   frozen), warm-started with all earlier trials, asked `sweep.batch` at a time;
+   frozen), warm-started with all earlier trials, asked `sweep.batch` at a time; a stage whose new
+   keys turn out to carry little of the measured variance ends early (`sweep.settle`);
 4. refine: TPE over the keys that measured importance (fANOVA over all trials) says carry
    `sweep.refine_mass` of the variance, the rest fixed at the incumbent's values;
 5. confirm: the `sweep.confirm` best points re-run with the second seed; the pick is the best
    2-seed mean.
-The stages' shares of the search budget are `sweep.shares`; a stage that uses fewer trials passes
-them on. `sweep.time_budget` stops the search early, leaving time for the confirmation."""
+The stages' shares of the search budget are `sweep.shares`, the prior; a stage that uses fewer
+trials (its keys measured unimportant, or its grid exhausted) passes them on. `sweep.time_budget` stops the search early, leaving time for the confirmation."""
 from __future__ import annotations
 
 import json
@@ -178,7 +179,8 @@ class Stages:
     def _halving(self) -> tuple[int, int]:
         """(k, rung epochs): with sweep.halving=k > 1 a point first trains epochs // k epochs."""
         k, epochs = int(self.s.get("halving") or 1), int(self.config.get("epochs", 1))
-        return (k, max(1, epochs // k)) if k > 1 and epochs // k < epochs else (1, epochs)
+        rung = max(1, epochs // k)
+        return (k, rung) if k > 1 and rung < epochs else (1, epochs)  # a one-epoch job: whole runs
 
     def _batch(self) -> int:
         """Points TPE proposes together: sweep.batch, or with sweep.trials_per_gpu the trials that run at once."""
@@ -207,13 +209,17 @@ class Stages:
         seed = int(self.s.get("sobol_seed", 0))
         batch = self._batch()
         k, rung = self._halving()
-        points = n if k == 1 else round(n * k * k / (2 * k - 1))  # the same epochs: 1/k each, 1/k of them k-1/k more
+        epochs = int(self.config.get("epochs", 1))
+        # the same epochs as n whole runs: every point `rung` epochs, the best 1/k of them the rest
+        points = n if k == 1 else round(n * epochs / (rung + (epochs - rung) / k))
         fresh = [p for p in params if p.key in new]
         n_fresh = min(n_fresh, points) if fresh else 0
         trials = [self._point(name, 1, pt, rung) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
         if trials:
             self._run(trials)
         while len(trials) < points and not self._out_of_time():
+            if self._unimportant(name, [p.key for p in params], fresh, trials, points):
+                break
             m = min(batch, points - len(trials))
             pts = tpe.propose(self.params, self._history(searched=True), [p.key for p in params], self._open_exists, m,
                               seed * 1000 + len(self.trials), self.lower, startup)
@@ -226,7 +232,29 @@ class Stages:
         if best is not None:
             self.inc = {"values": dict(best.values), "trials": [best]}
         self._table(name, trials + promoted)
-        return len(trials) if k == 1 else round((len(trials) + len(promoted) * (k - 1)) / k)
+        return len(trials) if k == 1 else round((len(trials) * rung + len(promoted) * (epochs - rung)) / epochs)
+
+    def _unimportant(self, name: str, keys: list[str], fresh: list[sw.Param], trials: list[sw.Trial],
+                     points: int) -> bool:
+        """Whether a later tier's stage should end here and pass its remaining trials on: once it has
+        run `sweep.settle` points per new key, its new keys carry under half the share of the
+        measured variance (fANOVA over every trial so far) that an equal split between the stage's
+        keys would give them. (Per key: keys varied in a handful of trials among many explain little
+        of the variance over all of them until they have had their chance.)"""
+        settle = int(self.s.get("settle") or 0)
+        if not fresh or name == "tier1" or settle <= 0 or len(trials) < settle * len(fresh):
+            return False
+        imp = tpe.importance(self.params, self._history(), self.lower)
+        imp = {k: v for k, v in imp.items() if k in keys}
+        new = [p.key for p in fresh if p.key in imp]
+        if not new or sum(imp.values()) <= 0:
+            return False
+        share, fair = sum(imp[k] for k in new) / sum(imp.values()), len(new) / len(imp)
+        if share >= fair / 2:
+            return False
+        self.console.print(f"stage {name}: {', '.join(new)} carry {share:.0%} of the measured variance "
+                           f"(an equal split: {fair:.0%}): {points - len(trials)} of its {points} points pass on")
+        return True
 
     def _point(self, stage: str, rnd: int, point: dict[str, Any], rung: int) -> sw.Trial:
         t = self._trial(stage, rnd, self.seeds[0], point)
