@@ -49,6 +49,7 @@ def test_every_path_gives_the_same_batches():
     assert torch.equal(m.x, s.x) and torch.equal(m.y, s.y) and m.y.dtype == torch.int64
 
 
+@pytest.mark.slow  # two `dlrun` processes end to end
 def test_an_image_folder_read_into_memory_trains_like_the_stream(dlrun, tmp_path):
     from PIL import Image
 
