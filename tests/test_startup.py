@@ -220,6 +220,14 @@ def test_quick_exit_keeps_what_finalization_promises(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 3 and r.stdout == "buffered"
     assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+    # a worker pool whose threads stop only in threading's exit hooks (joblib's loky executor, which
+    # a joblib sweep leaves behind, works the same way): the process still ends, at once
+    pool = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "from dlrunner.quickexit import exit_now\n"
+            "pool = ThreadPoolExecutor(2)\npool.submit(int, '7').result()\n"
+            "exit_now(0)\n")
+    r = subprocess.run([sys.executable, "-c", pool], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-c", "from dlrunner.quickexit import exit_now; exit_now('bad thing')"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip() == "bad thing"
