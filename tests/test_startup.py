@@ -231,3 +231,15 @@ def test_quick_exit_keeps_what_finalization_promises(tmp_path):
     r = subprocess.run([sys.executable, "-c", "from dlrunner.quickexit import exit_now; exit_now('bad thing')"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip() == "bad thing"
+
+
+def test_a_joblib_multirun_ends_when_its_jobs_do_and_keeps_them_together(dlrun):
+    """joblib's worker pool keeps a manager thread that stops only in threading's exit hooks: dlrun
+    leaves once the jobs are done instead of waiting on it. Each job, in its own worker process, lands
+    in the one sweep folder the main process chose (not `-1`, `-2` beside it)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    r = dlrun("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "debug=smoke", "epochs=1",
+              "optim.lr=1e-3,3e-4", timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    sweeps = list((dlrun.cwd / "outputs" / "multirun").glob("*/*"))
+    assert len(sweeps) == 1 and sorted(p.parent.name for p in sweeps[0].glob("*/summary.json")) == ["0", "1"]
