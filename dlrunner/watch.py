@@ -3,15 +3,20 @@ invariants checked during training catch silent errors within an iteration; Auto
 exploding/vanishing gradients, dying ReLU, oscillating loss). Each finding is reported once: one
 console line and an entry in summary.json `watch`, with its evidence and the guides' remedy.
 
-Every step costs two tiny device ops (the loss and a fingerprint of the batch are kept, no host
-sync); the checks run at steps 1, 2, 4, 8 and then every `every` steps: the loss curve (going up,
-spikes, oscillation, a negative loss), the gradient norm (explosion, collapse), the update/weight
-ratio, BatchNorm statistics, the learning rate against the schedule; at steps 0, 10, 20, 40, 80,
-160 and every 200 (every=10) the dead/saturated units of a fixed probe batch
-(dlrunner.doctor.activations). At the end of an epoch, the same samples seen twice."""
+What it costs, by schedule (every = watch_every):
+- every step: the loss is kept as a device tensor (no op) and each sample gets a fingerprint (two
+  tiny ops, no host sync);
+- at steps 1, 2, 4, 8 and every `every` steps, a check: the kept losses and the gradient norm
+  reach the host in one copy; the loss curve (going up, spikes, oscillation, a negative loss), the
+  gradient norm (explosion, collapse) and the learning rate against the schedule are judged;
+- at steps 1, 2, 4, 8 and every 4 x `every` steps, also the update/weight ratio (a copy of the
+  weights before the step) and the BatchNorm statistics;
+- at steps 0, every, 2, 4, 8, 16... x every, then every 100 x every steps, the dead/saturated
+  units of a fixed probe batch (one observed forward, dlrunner.doctor.activations): often while
+  units die fastest (early), a few times per run later;
+- at the end of an epoch, the same samples seen twice (one unique over the epoch's fingerprints)."""
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -19,6 +24,9 @@ import torch
 from torch import nn
 
 from dlrunner.watch_rules import Rules
+
+RATIO_EVERY = 4  # the update ratio and BatchNorm statistics at every 4th regular check
+PROBE_EVERY = 100  # after the geometric start, the unit probe every 100 checks' worth of steps
 
 
 @dataclass
@@ -36,19 +44,23 @@ class Watch:
     """Created once per run; train_epoch calls before_step/after_step each step and epoch_end."""
 
     def __init__(self, model: nn.Module, probe: bool, autocast: Callable,
-                 warn: Callable[[str], None], every: int = 10, probe_every: int = 20,
+                 warn: Callable[[str], None], every: int = 10, probe_every: int = PROBE_EVERY,
                  train_x: torch.Tensor | None = None, scaled_grads: bool = False):
         self.model, self.autocast, self.warn = model, autocast, warn
         self.probing, self.probe = probe, None  # the probe: the first batch's first 64 samples, as the net got them
         self.every, self.probe_every = max(1, int(every)), max(1, int(probe_every))
         self.scaled_grads = scaled_grads  # fp16 with a GradScaler: an inf gradient is a skipped step, not a bug
         self.alerts: dict[str, Alert] = {}
-        self.pending_losses: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []  # this window's losses, still on the device
         self.prints: list[torch.Tensor] = []  # per-sample fingerprints of this epoch's batches
+        self.params: list[torch.Tensor] = []
         self.weights: list[torch.Tensor] | None = None
-        self.checks = 0
+        self.grad_norm: torch.Tensor | None = None
+        self.checks, self.step, self.epoch = 0, 0, 0
         self.rules = Rules()
-        self._proj: dict[tuple, torch.Tensor] = {}
+        self._proj: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.bns = [(n, m) for n, m in model.named_modules()
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None]
         self.expected_dups = _duplicates(self._fingerprint(train_x)) if train_x is not None and len(train_x) else None
 
     # --- called by the loop ------------------------------------------------------------------
@@ -56,42 +68,33 @@ class Watch:
     def due(self, step: int) -> bool:
         return step % self.every == 0 or (step < self.every and step & (step - 1) == 0)
 
+    def _ratio_due(self, step: int) -> bool:
+        return step < self.every or step % (RATIO_EVERY * self.every) == 0
+
     def before_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
-        """Just before the optimizer step (gradients final): keep the weights when a check is due."""
-        if self.due(step):
-            self.params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            self.weights = [p.detach().clone() for p in self.params]
-            grads = [p.grad.detach() for p in self.params]
-            self.grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None  # read at after_step
+        """Just before the optimizer step (gradients final): the gradient norm when a check is due,
+        and a copy of the weights when the update ratio is."""
+        if not self.due(step):
+            return
+        self.params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        grads = [p.grad.detach() for p in self.params]
+        self.grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None  # read at after_step
+        if self._ratio_due(step):
+            with torch.no_grad():
+                self.weights = torch._foreach_mul([p.detach() for p in self.params if p.dim() > 1], 1.0)
 
     def after_step(self, step: int, epoch: int, loss: torch.Tensor, x: torch.Tensor,
                    optimizer: torch.optim.Optimizer, schedule) -> None:
         """After the optimizer and schedule stepped; `step` is the index of the step just taken."""
-        self.pending_losses.append(loss.detach().float().reshape(()))
+        self.losses.append(loss.detach())
         self.prints.append(self._fingerprint(x))
+        if not self.due(step):
+            return
         if self.probing and self.probe is None:
             self.probe = x[:64].detach().clone()
-        if self.weights is None:
-            return
         self.checks += 1
         self.step, self.epoch = step, epoch
-        # every number the check needs in one device -> host copy (one sync on a GPU)
-        ratios, bn_ok = self._update_ratios(), self._bn_finite()
-        parts = [torch.stack(self.pending_losses).float(), ratios.float(), bn_ok.float(),
-                 (self.grad_norm if self.grad_norm is not None else torch.zeros(())).reshape(1).float()]
-        values = torch.cat([p.to(parts[0].device) for p in parts]).tolist()
-        n, r = len(self.pending_losses), len(ratios)
-        losses, ratio_list, ok, norm = values[:n], values[n:n + r], values[n + r:-1], values[-1]
-        self.pending_losses.clear()
-        self.rules.add_losses(losses)
-        grad_norm = norm if self.grad_norm is not None else None
-        ratio = statistics.median(ratio_list) if ratio_list else None
-        bn_bad = [name for name, good in zip(self.bn_names, ok) if not good]
-        lrs = [g["lr"] for g in optimizer.param_groups]
-        said = schedule.get_last_lr() if getattr(schedule, "optimizer", None) is optimizer \
-            and hasattr(schedule, "get_last_lr") else None
-        for kind, evidence, remedy in self.rules.check(step, grad_norm, ratio, lrs, said, self.scaled_grads, bn_bad):
-            self._alert(kind, evidence, remedy)
+        self._check(step, optimizer, schedule)
         if self.probing and self._probe_due(step):
             try:
                 sites = self._observe()
@@ -102,9 +105,33 @@ class Watch:
             for kind, evidence, remedy in self.rules.units(sites):
                 self._alert(kind, evidence, remedy)
 
+    def _check(self, step: int, optimizer: torch.optim.Optimizer, schedule) -> None:
+        """Every number the check needs reaches the host in one copy (one sync on a GPU)."""
+        ratios, bn_ok = (self._update_ratios(), self._bn_finite()) if self.weights is not None else (None, None)
+        dev = self.losses[0].device
+        norm = self.grad_norm if self.grad_norm is not None else torch.zeros((), device=dev)
+        parts = [torch.stack(self.losses).float().reshape(-1), norm.float().reshape(1).to(dev)]
+        if ratios is not None:
+            parts += [ratios.float().to(dev), bn_ok.float().to(dev)]
+        values = torch.cat(parts).tolist()
+        n = len(self.losses)
+        self.losses = []
+        self.rules.add_losses(values[:n])
+        grad_norm = values[n] if self.grad_norm is not None else None
+        ratio, bn_bad = None, []
+        if ratios is not None:
+            r = values[n + 1:n + 1 + len(ratios)]
+            ratio = sorted(r)[len(r) // 2] if r else None
+            bn_bad = [name for (name, _), good in zip(self.bns, values[n + 1 + len(ratios):]) if not good]
+        lrs = [g["lr"] for g in optimizer.param_groups]
+        said = schedule.get_last_lr() if getattr(schedule, "optimizer", None) is optimizer \
+            and hasattr(schedule, "get_last_lr") else None
+        for kind, evidence, remedy in self.rules.check(step, grad_norm, ratio, lrs, said, self.scaled_grads, bn_bad):
+            self._alert(kind, evidence, remedy)
+
     def _probe_due(self, step: int) -> bool:
-        """At steps 0, every, 2x, 4x, 8x... every, then every probe_every x every steps: often while
-        units die fastest (early), rarely later (a probe costs about one forward)."""
+        """At steps 0, every, 2x, 4x, 8x... every, then every probe_every x every steps (a probe
+        costs about one observed forward of 64 samples)."""
         k = step // self.every
         return step % self.every == 0 and (k & (k - 1) == 0 or k % self.probe_every == 0)
 
@@ -118,7 +145,6 @@ class Watch:
         expected = self.expected_dups or 0
         if self.expected_dups is not None and dups > expected + max(1, 0.01 * num_samples):
             self.epoch = epoch
-            self.step = getattr(self, "step", 0)
             self._alert("repeated_samples",
                         f"epoch {epoch + 1} delivered {len(prints)} samples of which {dups} repeat one already "
                         f"seen that epoch (the split itself holds {expected} duplicates)",
@@ -139,24 +165,23 @@ class Watch:
 
     def _update_ratios(self) -> torch.Tensor:
         """|dW| / |W| of each weight matrix for the step just taken (on the device)."""
-        pairs = [(p.detach(), w) for p, w in zip(self.params, self.weights) if p.dim() > 1]
-        self.weights = None
-        if not pairs:
+        before, self.weights = self.weights, None
+        now = [p.detach() for p in self.params if p.dim() > 1]
+        if not now:
             return torch.zeros(0)
-        now, before = [p for p, _ in pairs], [w for _, w in pairs]
         moved = torch.stack(torch._foreach_norm(torch._foreach_sub(now, before)))
         size = torch.stack(torch._foreach_norm(before))
         keep = (size > 0) & torch.isfinite(size)
         return (moved / size.clamp_min(1e-30))[keep]
 
     def _bn_finite(self) -> torch.Tensor:
-        """One flag per BatchNorm layer: its running statistics are finite."""
-        bns = [(n, m) for n, m in self.model.named_modules()
-               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None]
-        self.bn_names = [n for n, _ in bns]
-        if not bns:
+        """One flag per BatchNorm layer: its running statistics are finite (a norm is finite
+        exactly when every value is, short of an overflow that is itself a fault)."""
+        if not self.bns:
             return torch.zeros(0)
-        return torch.stack([torch.isfinite(m.running_mean).all() & torch.isfinite(m.running_var).all() for _, m in bns])
+        stats = [t for _, m in self.bns for t in (m.running_mean, m.running_var)]
+        norms = torch.stack(torch._foreach_norm(stats)).reshape(-1, 2)
+        return torch.isfinite(norms).all(1)
 
     @torch.no_grad()
     def _observe(self) -> dict:
@@ -172,14 +197,17 @@ class Watch:
         return obs.sites
 
     def _fingerprint(self, x: torch.Tensor) -> torch.Tensor:
-        """One number per sample from 256 of its values spread over it: equal samples, equal numbers."""
+        """One number per sample from 256 of its values spread over it: equal samples, equal numbers.
+        The columns and the projection are made once per sample shape: two small ops a batch."""
         flat = x.detach().reshape(len(x), -1)
-        flat = flat[:, ::max(1, flat.shape[1] // 256)][:, :256].float()
         key = (flat.shape[1], flat.device)
         if key not in self._proj:
+            cols = torch.arange(0, flat.shape[1], max(1, flat.shape[1] // 256))[:256]
             g = torch.Generator().manual_seed(0)
-            self._proj[key] = torch.randn(flat.shape[1], generator=g).to(flat.device)
-        return flat @ self._proj[key]
+            self._proj[key] = (cols.to(flat.device), torch.randn(len(cols), generator=g).to(flat.device))
+        cols, proj = self._proj[key]
+        picked = flat.index_select(1, cols)
+        return (picked if picked.dtype == proj.dtype else picked.float()) @ proj
 
 
 def _duplicates(prints: torch.Tensor) -> int:

@@ -14,6 +14,7 @@ GROWS = 1.3  # a loss window median this many times the first window's: the loss
 EXPLODES = 100.0  # a gradient norm this many times the median of the earlier checks
 COLLAPSES = 1e-4  # a gradient norm below this share of the first one while the loss has not fallen
 RATIO_HIGH, RATIO_LOW = 1e-1, 1e-6  # median update/weight ratio; below it only while the LR is at its peak
+SWING_OF_FIRST = 0.1  # oscillation swings must also be this share of the first window's loss
 GROWTH = 0.2  # dead or saturated share that must be gained since the first probe (units *dying*)
 
 
@@ -77,17 +78,22 @@ class Rules:
         return out
 
     def _oscillation(self, L: list[float]) -> list[tuple[str, str, str]]:
-        """Window medians that go up and down in turn with large swings and no net progress."""
+        """Window medians that go up and down in turn with large swings and no net progress. The
+        swings are judged against the loss level and against the first window's loss: a converged
+        loss wobbling around 0.01 after starting at 2.3 swings widely relative to itself, but by
+        nothing that matters relative to where training started."""
         meds = [statistics.median(L[i:i + WINDOW]) for i in range(0, len(L) - WINDOW + 1, WINDOW)][-7:]
-        if len(meds) < 7:
+        if len(meds) < 7 or not self.first:
             return []
         d = [b - a for a, b in zip(meds, meds[1:])]
         flips = sum((a > 0) != (b > 0) for a, b in zip(d, d[1:]))
-        swing = statistics.mean(abs(v) for v in d) / max(statistics.mean(abs(m) for m in meds), 1e-12)
-        if flips >= len(d) - 1 and swing > 0.3 and meds[-1] > 0.9 * meds[0]:
+        step = statistics.mean(abs(v) for v in d)
+        swing = step / max(statistics.mean(abs(m) for m in meds), 1e-12)
+        first = abs(statistics.median(self.first))
+        if flips >= len(d) - 1 and swing > 0.3 and step > SWING_OF_FIRST * first and meds[-1] > 0.9 * meds[0]:
             return [("loss_oscillates", f"the loss oscillates: {WINDOW}-step medians "
-                     + " ".join(f"{m:.3g}" for m in meds) + " (no net progress)",
-                     "lower optim.lr; check for corrupted or shuffled labels")]
+                     + " ".join(f"{m:.3g}" for m in meds) + f" (no net progress; the first {WINDOW} steps' "
+                     f"median was {first:.3g})", "lower optim.lr; check for corrupted or shuffled labels")]
         return []
 
     def _gradients(self, norm: float | None, scaled: bool) -> list[tuple[str, str, str]]:
