@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_tricks_cli import EXTRA, TRICKS
 
 from dlrunner import runner
 from dlrunner.console import Reporter
 from dlrunner.watch_rules import WINDOW, Rules
+from tests.test_tricks_cli import EXTRA, TRICKS
 
 pytestmark = pytest.mark.slow
 SMALL_RESNET = ["model.width=8", "model.depth=1"]

@@ -45,6 +45,7 @@ def capacity(ex: Exam) -> Finding:
         f.details["small_batchnorm"] = bs
         limit += (f"; and BatchNorm normalizes over batches of {bs}: batch too small for BatchNorm (what the net "
                   "learns on statistics of so few samples does not hold under the running ones eval mode uses)")
+    bn_fix = f"data.batch_size={2 * SMALL_BATCH} or more (or GroupNorm/LayerNorm in the model)"
     best = max(tries, key=lambda t: t["train_acc"])
     rising = len(best["history"]) > 1 and best["history"][-1] > best["history"][max(0, len(best["history"]) - 4)]
     if last["train_acc"] >= 0.99:
@@ -52,10 +53,10 @@ def capacity(ex: Exam) -> Finding:
     elif cut and rising and best["train_acc"] >= 0.5:
         f.add("skip", ev + f"; still rising when {limit}: inconclusive, not a capacity verdict")
     elif last["train_acc"] >= 0.9:
-        f.add("warn", ev + f" (short of 99%; {limit})", f"data.batch_size={2 * SMALL_BATCH} or more (or GroupNorm/"
-              "LayerNorm)" if small else "a bigger model (model.width / model.depth), or the setting named to train longer")
+        f.add("warn", ev + f" (short of 99%; {limit})", bn_fix if small else
+              "a bigger model (model.width / model.depth), or the setting named to train longer")
     else:
-        f.add("fail", ev + f": the model cannot memorize a small subset ({limit})",
+        f.add("fail", ev + f": the model cannot memorize a small subset ({limit})", bn_fix if small else
               "a bug blocks learning (see the checks above) or the model is far too small")
     return f
 
