@@ -31,9 +31,14 @@ def test_the_default_job_trained_to_convergence_raises_nothing(make_cfg, tmp_pat
     assert watch["checks"] >= 25 and watch["findings"] == []
 
 
-@pytest.mark.parametrize("name", TRICKS)
+# swa with swa_lr holds its own LR behind a schedule of its own from the averaging epoch on
+LR_KNOBS = {"swa": ["trick.swa.swa_lr=1e-4", "trick.swa.start_frac=0.5"]}
+
+
+@pytest.mark.parametrize("name", TRICKS + [f"{t}+lr" for t in LR_KNOBS])
 def test_every_trick_smoke_run_raises_nothing(make_cfg, tmp_path, name):
-    extra = list(EXTRA.get(name, []))
+    name, knobs = (name[:-3], LR_KNOBS[name[:-3]]) if name.endswith("+lr") else (name, [])
+    extra = list(EXTRA.get(name, [])) + knobs
     if name == "gradual_unfreezing":  # needs weights of the same model to start from
         findings(make_cfg, tmp_path / "src", "debug=smoke", "epochs=1", *extra, *SMALL_RESNET, "plots=none")
         extra.append(f"model.init_from={tmp_path / 'src'}")
