@@ -4,11 +4,13 @@ exploding/vanishing gradients, dying ReLU, oscillating loss). Each finding is re
 console line and an entry in summary.json `watch`, with its evidence and the guides' remedy.
 
 What it costs, by schedule (every = watch_every):
-- every step: the loss is kept as a device tensor (no op) and each sample gets a fingerprint (two
-  tiny ops, no host sync);
-- at steps 1, 2, 4, 8 and every `every` steps, a check: the kept losses and the gradient norm
-  reach the host in one copy; the loss curve (going up, spikes, oscillation, a negative loss), the
-  gradient norm (explosion, collapse) and the learning rate against the schedule are judged;
+- every step: no device op. The loss and the batch are kept by reference (the batches up to
+  HOLD_BYTES; past that, the held ones are fingerprinted at once); on a busy CPU each small op
+  costs tens of microseconds, a real share of a few-millisecond step;
+- at steps 1, 2, 4, 8 and every `every` steps, a check: the held batches get one fingerprint per
+  sample (one concatenation, two small ops), the kept losses and the gradient norm reach the host
+  in one copy; the loss curve (going up, spikes, oscillation, a negative loss), the gradient norm
+  (explosion, collapse) and the learning rate against the schedule are judged;
 - at steps 1, 2, 4, 8 and every 4 x `every` steps, also the update/weight ratio (a copy of the
   weights before the step) and the BatchNorm statistics;
 - at steps 0, every, 2, 4, 8, 16... x every, then every 100 x every steps, the dead/saturated
@@ -27,6 +29,7 @@ from dlrunner.watch_rules import Rules
 
 RATIO_EVERY = 4  # the update ratio and BatchNorm statistics at every 4th regular check
 PROBE_EVERY = 100  # after the geometric start, the unit probe every 100 checks' worth of steps
+HOLD_BYTES = 32 * 2**20  # batches held for fingerprinting at the next check, at most (then at once)
 
 
 @dataclass
@@ -44,14 +47,16 @@ class Watch:
     """Created once per run; train_epoch calls before_step/after_step each step and epoch_end."""
 
     def __init__(self, model: nn.Module, probe: bool, autocast: Callable,
-                 warn: Callable[[str], None], every: int = 10, probe_every: int = PROBE_EVERY,
+                 warn: Callable[[str], None], every: int = 20, probe_every: int = PROBE_EVERY,
                  train_x: torch.Tensor | None = None, scaled_grads: bool = False):
         self.model, self.autocast, self.warn = model, autocast, warn
         self.probing, self.probe = probe, None  # the probe: the first batch's first 64 samples, as the net got them
         self.every, self.probe_every = max(1, int(every)), max(1, int(probe_every))
         self.scaled_grads = scaled_grads  # fp16 with a GradScaler: an inf gradient is a skipped step, not a bug
         self.alerts: dict[str, Alert] = {}
-        self.losses: list[torch.Tensor] = []  # this window's losses, still on the device
+        self.losses: list[torch.Tensor] = []  # this window's losses, as the loop returned them (on the device)
+        self.held: list[torch.Tensor] = []  # this window's batches, not yet fingerprinted
+        self.held_bytes = 0
         self.prints: list[torch.Tensor] = []  # per-sample fingerprints of this epoch's batches
         self.params: list[torch.Tensor] = []
         self.weights: list[torch.Tensor] | None = None
@@ -77,8 +82,7 @@ class Watch:
         if not self.due(step):
             return
         self.params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        grads = [p.grad.detach() for p in self.params]
-        self.grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None  # read at after_step
+        self.grad_norm = _total_norm([p.grad for p in self.params]) if self.params else None  # read at after_step
         if self._ratio_due(step):
             with torch.no_grad():
                 self.weights = torch._foreach_mul([p.detach() for p in self.params if p.dim() > 1], 1.0)
@@ -86,10 +90,14 @@ class Watch:
     def after_step(self, step: int, epoch: int, loss: torch.Tensor, x: torch.Tensor,
                    optimizer: torch.optim.Optimizer, schedule) -> None:
         """After the optimizer and schedule stepped; `step` is the index of the step just taken."""
-        self.losses.append(loss.detach())
-        self.prints.append(self._fingerprint(x))
+        self.losses.append(loss)  # after backward its graph holds no activations: keeping it costs nothing
+        self.held.append(x)
+        self.held_bytes += x.nbytes
+        if self.held_bytes > HOLD_BYTES:
+            self._fingerprint_held()
         if not self.due(step):
             return
+        self._fingerprint_held()
         if self.probing and self.probe is None:
             self.probe = x[:64].detach().clone()
         self.checks += 1
@@ -110,10 +118,12 @@ class Watch:
         ratios, bn_ok = (self._update_ratios(), self._bn_finite()) if self.weights is not None else (None, None)
         dev = self.losses[0].device
         norm = self.grad_norm if self.grad_norm is not None else torch.zeros((), device=dev)
-        parts = [torch.stack(self.losses).float().reshape(-1), norm.float().reshape(1).to(dev)]
+        with torch.no_grad():  # the kept losses still carry their (emptied) graphs
+            losses = torch.stack(self.losses).reshape(-1)
+        parts = [losses, norm.reshape(1)]
         if ratios is not None:
-            parts += [ratios.float().to(dev), bn_ok.float().to(dev)]
-        values = torch.cat(parts).tolist()
+            parts += [ratios, bn_ok]
+        values = torch.cat([v.to(dev, torch.float32) for v in parts]).tolist()
         n = len(self.losses)
         self.losses = []
         self.rules.add_losses(values[:n])
@@ -137,6 +147,7 @@ class Watch:
 
     def epoch_end(self, epoch: int, num_samples: int) -> None:
         """The samples of the epoch just finished: the same one twice is a sampler bug."""
+        self._fingerprint_held()
         if not self.prints:
             return
         prints = torch.cat(self.prints)
@@ -196,18 +207,42 @@ class Watch:
             self.model.train(was)
         return obs.sites
 
-    def _fingerprint(self, x: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def _fingerprint_held(self) -> None:
+        """Fingerprint the batches held since the last call: one op chain for a run of equal shapes."""
+        held, self.held, self.held_bytes = self.held, [], 0
+        i = 0
+        while i < len(held):
+            j = i + 1
+            while j < len(held) and held[j].shape[1:] == held[i].shape[1:] and held[j].dtype == held[i].dtype:
+                j += 1
+            self.prints.append(self._fingerprint(*held[i:j]))
+            i = j
+
+    def _fingerprint(self, *xs: torch.Tensor) -> torch.Tensor:
         """One number per sample from 256 of its values spread over it: equal samples, equal numbers.
-        The columns and the projection are made once per sample shape: two small ops a batch."""
-        flat = x.detach().reshape(len(x), -1)
-        key = (flat.shape[1], flat.device)
+        The columns and the projection are made once per sample shape; batches of one shape share
+        the projection (one concatenation of the picked columns, not of the batches)."""
+        flats = [x.detach().reshape(len(x), -1) for x in xs]
+        key = (flats[0].shape[1], flats[0].device)
         if key not in self._proj:
-            cols = torch.arange(0, flat.shape[1], max(1, flat.shape[1] // 256))[:256]
+            cols = torch.arange(0, key[0], max(1, key[0] // 256))[:256]
             g = torch.Generator().manual_seed(0)
-            self._proj[key] = (cols.to(flat.device), torch.randn(len(cols), generator=g).to(flat.device))
+            self._proj[key] = (cols.to(key[1]), torch.randn(len(cols), generator=g).to(key[1]))
         cols, proj = self._proj[key]
-        picked = flat.index_select(1, cols)
+        picked = [f.index_select(1, cols) for f in flats]
+        picked = picked[0] if len(picked) == 1 else torch.cat(picked)
         return (picked if picked.dtype == proj.dtype else picked.float()) @ proj
+
+
+@torch.no_grad()
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm over all gradients in two ops (get_total_norm's value, less of its Python);
+    gradients spread over several devices or dtypes go through get_total_norm itself."""
+    try:
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    except RuntimeError:
+        return torch.nn.utils.get_total_norm(grads)
 
 
 def _duplicates(prints: torch.Tensor) -> int:

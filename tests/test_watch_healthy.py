@@ -28,7 +28,7 @@ def test_the_default_job_trained_to_convergence_raises_nothing(make_cfg, tmp_pat
     # a quarter of digits: 11 steps an epoch, 25 epochs drive the training loss from ~2.3 to ~0.01,
     # long enough (275 steps) for the oscillation rule's 7 windows of 10 steps to sit on the floor
     watch = findings(make_cfg, tmp_path, "data.fraction=0.25", "epochs=25", "device=cpu", "plots=none")
-    assert watch["checks"] >= 25 and watch["findings"] == []
+    assert watch["checks"] >= 15 and watch["findings"] == []
 
 
 # swa with swa_lr holds its own LR behind a schedule of its own from the averaging epoch on
