@@ -57,6 +57,8 @@ CASES = {
     "too much dropout (0.9)": (["model.dropout=0.9", *NO_SLOW], "cause", "too much regularization", True),
     "learning rate far too high": (["optim=sgd", "optim.lr=30", *NO_SLOW], "cause", "learning rate too high", True),
     "learning rate far too low": (["optim.lr=1e-8", *NO_SLOW], "cause", "learning rate too low", True),
+    "batch too small for BatchNorm (2)": ([f"model._target_={Z}BatchNormMLP", "data.batch_size=2",
+                                           "doctor.skip=[baselines]"], "capacity", "batch too small for BatchNorm", True),
 }
 HEALTHY = {"lenet on digits (default)": [], "small BatchNorm net": [f"model._target_={Z}SmallBatchNormNet"],
            "mlp on tabular": ["data=tabular", "model=mlp"], "conv1d on mnist1d": ["data=mnist1d", "model=conv1d"]}

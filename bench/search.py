@@ -46,6 +46,11 @@ def sweep(tmp: Path, job: list[str], method: str, budget: int, jobs: int, extra:
     wall = time.time() - t0
     if res.returncode != 0:
         raise RuntimeError(f"{method} sweep failed: {res.stderr[-2000:]}")
+    return summarize(out, wall)
+
+
+def summarize(out: Path, wall: float) -> dict:
+    """A finished sweep folder's pick, trials and wall time."""
     imp = json.loads((out / "importance.json").read_text())
     with (out / "trials.csv").open() as f:
         trials = list(csv.DictReader(f))
@@ -109,11 +114,11 @@ def table(res: dict) -> None:
         d = r["default"]
         print(f"| {name} | no search (the job as given) | - | - | {d['pick_val_2seed']:.3f} | "
               + " / ".join(f"{v:.3f}" for v in d["test"]) + f" | {d['test_mean']:.3f} |")
-        for m in METHODS:
-            if m not in r:
-                continue
+        variants = sorted(k for k in r if k not in METHODS and isinstance(r[k], dict) and "test" in r[k] and k != "default")
+        for m in [m for m in METHODS if m in r] + variants:
             x = r[m]
-            print(f"| {name} | `sweep.method={m}` | {x['wall_s']:.0f} s | {x['trials']} ({x['configurations']}) | "
+            label = f"`sweep.method={m}`" if m in METHODS else f"`sweep.method=importance {m}`"
+            print(f"| {name} | {label} | {x['wall_s']:.0f} s | {x['trials']} ({x['configurations']}) | "
                   f"{x['pick_val_2seed']:.3f} | " + " / ".join(f"{v:.3f}" for v in x["test"])
                   + f" | {x['test_mean']:.3f} |")
 
@@ -129,8 +134,34 @@ def measured() -> dict:
     return merged
 
 
+def variant(job: str, extra: list[str], jobs: int = 2) -> None:
+    """The importance sweep with other settings (`sweep.halving=1`), scored like the methods, into
+    bench/results/cpu-search-JOB-variant-SETTINGS.json (the table shows it beside the methods)."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from common import machine  # the machine line of every result
+    except ImportError:
+        from run import machine
+
+    with tempfile.TemporaryDirectory() as t:
+        r = sweep(Path(t), JOBS[job], "importance", 24, jobs, extra)
+        scored = score(Path(t), JOBS[job], r["pick"], TEST_SEEDS, jobs)
+    r["test"] = [scored[s]["test"] for s in TEST_SEEDS]
+    r["test_mean"] = sum(r["test"]) / len(TEST_SEEDS)
+    key = " ".join(extra)
+    out = ROOT / "bench" / "results" / f"cpu-search-{job}-variant-{'-'.join(e.replace('=', '') for e in extra)}.json"
+    out.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), "search": {job: {key: r}}},
+                              indent=2))
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
     if "--table" in sys.argv:  # every job measured, from cpu-search*.json (one file per `--search` run)
         table(measured())
+    elif "--variant" in sys.argv:  # python bench/search.py --variant JOB SETTING...
+        i = sys.argv.index("--variant")
+        variant(sys.argv[i + 1], sys.argv[i + 2:])
     else:
         print("run it with `make bench ARGS=\"--only search\"`")

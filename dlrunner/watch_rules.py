@@ -5,7 +5,6 @@ Each finding is (kind, evidence, remedy); the remedies are the guides'."""
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 
 WINDOW = 10  # steps per loss window (the first window is the reference)
@@ -14,7 +13,20 @@ GROWS = 1.3  # a loss window median this many times the first window's: the loss
 EXPLODES = 100.0  # a gradient norm this many times the median of the earlier checks
 COLLAPSES = 1e-4  # a gradient norm below this share of the first one while the loss has not fallen
 RATIO_HIGH, RATIO_LOW = 1e-1, 1e-6  # median update/weight ratio; below it only while the LR is at its peak
+SWING_OF_FIRST = 0.1  # oscillation swings must also be this share of the first window's loss
 GROWTH = 0.2  # dead or saturated share that must be gained since the first probe (units *dying*)
+
+
+def _median(values) -> float:
+    """The median (statistics.median's value, without its cost: checks run while training)."""
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def _mean(values) -> float:
+    v = list(values)
+    return sum(v) / len(v)
 
 
 class Rules:
@@ -56,8 +68,8 @@ class Rules:
         out = []
         if len(self.first) < WINDOW:
             return out
-        first = statistics.median(self.first)
-        now = statistics.median(L[-WINDOW:])
+        first = _median(self.first)
+        now = _median(L[-WINDOW:])
         if min(L[-WINDOW:]) < 0 <= first or (first < 0 and now < first):
             out.append(("negative_loss", f"the loss is negative and falling (first {WINDOW} steps median "
                         f"{first:.3g}, last {WINDOW} {now:.3g}): a loss to minimize has a floor",
@@ -69,7 +81,7 @@ class Rules:
                         "lower optim.lr (the guides' first cause), check the loss's sign and the labels"))
         recent = L[-4 * WINDOW:-1]
         if len(recent) >= WINDOW and first > 0:
-            med = statistics.median(recent)
+            med = _median(recent)
             if L[-1] > SPIKE * med and L[-1] - med > 0.5 * first:
                 out.append(("loss_spike", f"a loss spike: {L[-1]:.3g} against a recent median of {med:.3g}",
                             "lower optim.lr or add trick=grad_clip; look for corrupt samples in that batch"))
@@ -77,17 +89,22 @@ class Rules:
         return out
 
     def _oscillation(self, L: list[float]) -> list[tuple[str, str, str]]:
-        """Window medians that go up and down in turn with large swings and no net progress."""
-        meds = [statistics.median(L[i:i + WINDOW]) for i in range(0, len(L) - WINDOW + 1, WINDOW)][-7:]
-        if len(meds) < 7:
+        """Window medians that go up and down in turn with large swings and no net progress. The
+        swings are judged against the loss level and against the first window's loss: a converged
+        loss wobbling around 0.01 after starting at 2.3 swings widely relative to itself, but by
+        nothing that matters relative to where training started."""
+        meds = [_median(L[i:i + WINDOW]) for i in range(0, len(L) - WINDOW + 1, WINDOW)][-7:]
+        if len(meds) < 7 or not self.first:
             return []
         d = [b - a for a, b in zip(meds, meds[1:])]
         flips = sum((a > 0) != (b > 0) for a, b in zip(d, d[1:]))
-        swing = statistics.mean(abs(v) for v in d) / max(statistics.mean(abs(m) for m in meds), 1e-12)
-        if flips >= len(d) - 1 and swing > 0.3 and meds[-1] > 0.9 * meds[0]:
+        step = _mean(abs(v) for v in d)
+        swing = step / max(_mean(abs(m) for m in meds), 1e-12)
+        first = abs(_median(self.first))
+        if flips >= len(d) - 1 and swing > 0.3 and step > SWING_OF_FIRST * first and meds[-1] > 0.9 * meds[0]:
             return [("loss_oscillates", f"the loss oscillates: {WINDOW}-step medians "
-                     + " ".join(f"{m:.3g}" for m in meds) + " (no net progress)",
-                     "lower optim.lr; check for corrupted or shuffled labels")]
+                     + " ".join(f"{m:.3g}" for m in meds) + f" (no net progress; the first {WINDOW} steps' "
+                     f"median was {first:.3g})", "lower optim.lr; check for corrupted or shuffled labels")]
         return []
 
     def _gradients(self, norm: float | None, scaled: bool) -> list[tuple[str, str, str]]:
@@ -98,14 +115,14 @@ class Rules:
                                        "lower optim.lr, add trick=grad_clip, normalize the inputs")]
         out = []
         if len(self.norms) >= 3:
-            med = statistics.median(self.norms)
+            med = _median(self.norms)
             if med > 0 and norm > EXPLODES * med:
                 out.append(("grad_explodes", f"the gradient norm is {norm:.3g}, {norm / med:.0f}x its median "
                             f"{med:.3g} over the earlier checks: exploding gradients",
                             "lower optim.lr, add trick=grad_clip, add normalization (BatchNorm/LayerNorm)"))
             first = self.norms[0]
-            recent = statistics.median(list(self.losses)[-WINDOW:]) if self.losses else 0.0
-            start = statistics.median(self.first) if self.first else 0.0
+            recent = _median(list(self.losses)[-WINDOW:]) if self.losses else 0.0
+            start = _median(self.first) if self.first else 0.0
             if first > 0 and norm < COLLAPSES * first and recent > 0.5 * start:
                 out.append(("grad_collapses", f"the gradient norm fell to {norm:.3g} ({norm / first:.1e} of its "
                             f"first value) while the loss is still {recent:.3g}: vanishing gradients",

@@ -69,3 +69,18 @@ def test_repair_lowers_too_much_dropout(make_cfg, tmp_path):
     assert ex.causes[0]["cause"] == "too much regularization" and "dropout 0.9" in ex.causes[0]["evidence"]
     fix = next(f for f in fixes if f.cause == "too much dropout")
     assert fix.cured is True and fix.override == ["model.dropout=0.225"]
+
+
+@pytest.mark.slow
+def test_repair_raises_a_batch_too_small_for_batchnorm(make_cfg, tmp_path):
+    # a BatchNorm MLP trained in batches of 2 cannot memorize 128 samples under eval-mode statistics
+    cfg = make_cfg(*FAST, "model._target_=tests.zoo.BatchNormMLP", "data.batch_size=2")
+    job = build_job(cfg, torch.device("cpu"), lambda m: None)
+    ex = examine(job, tmp_path, {**OmegaConf.to_container(cfg.doctor, resolve=True), "skip": ["baselines"]})
+    cap = ex.findings["capacity"]
+    assert cap.status in ("warn", "fail") and cap.details["small_batchnorm"] == 2
+    assert "batch too small for BatchNorm" in cap.summary and "data.batch_size=32" in cap.items[-1].fix
+    fixes = repair.attempt(ex, cfg, {}, tmp_path)
+    fix = next(f for f in fixes if f.cause == "batch too small for BatchNorm")
+    assert fix.cured is True and fix.override == ["data.batch_size=32"]
+    assert fix.evidence.startswith("with data.batch_size=32: capacity pass")

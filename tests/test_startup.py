@@ -222,6 +222,26 @@ def test_quick_exit_keeps_what_finalization_promises(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 3 and r.stdout == "buffered"
     assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+    # a worker pool whose threads stop only in threading's exit hooks (joblib's loky executor, which
+    # a joblib sweep leaves behind, works the same way): the process still ends, at once
+    pool = ("from concurrent.futures import ThreadPoolExecutor\n"
+            "from dlrunner.quickexit import exit_now\n"
+            "pool = ThreadPoolExecutor(2)\npool.submit(int, '7').result()\n"
+            "exit_now(0)\n")
+    r = subprocess.run([sys.executable, "-c", pool], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-c", "from dlrunner.quickexit import exit_now; exit_now('bad thing')"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip() == "bad thing"
+
+
+def test_a_joblib_multirun_ends_when_its_jobs_do_and_keeps_them_together(dlrun):
+    """joblib's worker pool keeps a manager thread that stops only in threading's exit hooks: dlrun
+    leaves once the jobs are done instead of waiting on it. Each job, in its own worker process, lands
+    in the one sweep folder the main process chose (not `-1`, `-2` beside it)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    r = dlrun("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "debug=smoke", "epochs=1",
+              "optim.lr=1e-3,3e-4", timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    sweeps = list((dlrun.cwd / "outputs" / "multirun").glob("*/*"))
+    assert len(sweeps) == 1 and sorted(p.parent.name for p in sweeps[0].glob("*/summary.json")) == ["0", "1"]

@@ -61,7 +61,8 @@ def test_units_dying_during_training_named_in_the_first_epoch(dlrun):
 def test_healthy_run_raises_nothing_and_watch_false_turns_it_off(dlrun):
     r = dlrun("epochs=2", timeout=600)
     s = r.summary()
-    assert s["watch"]["findings"] == [] and s["watch"]["checks"] == 13 and not watch_lines(r)  # 2 x 41 steps
+    # 2 x 41 steps, watch_every=20: steps 0, 1, 2, 4, 8, 16, 20, 40, 60, 80
+    assert s["watch"]["findings"] == [] and s["watch"]["checks"] == 10 and not watch_lines(r)
     off = dlrun("epochs=1", "watch=false", timeout=600)
     assert off.returncode == 0 and "watch" not in off.summary()
 
@@ -113,6 +114,7 @@ def test_same_samples_twice_in_an_epoch():
 
 
 def test_lr_not_what_the_schedule_says_and_batchnorm_nonfinite():
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
@@ -126,7 +128,8 @@ def test_lr_not_what_the_schedule_says_and_batchnorm_nonfinite():
     _steps(w, model, opt, sched, x, before=meddle)
     assert f"the optimizer's learning rate is 0.1 where the schedule says {0.1 * 0.5 ** 4:.3g}" in w.alerts["lr_schedule"].evidence
     assert "BatchNorm running statistics are NaN/Inf in 1" in w.alerts["batchnorm_nonfinite"].evidence
-    assert len(said) == len(w.alerts) == 2
+    # each said once (the planted LR of 0.1 on so small a net may also move the weights too fast)
+    assert len(said) == len(w.alerts) and set(w.alerts) - {"update_ratio_high"} == {"lr_schedule", "batchnorm_nonfinite"}
 
 
 @pytest.mark.slow
@@ -142,7 +145,8 @@ def test_bench_row_times_the_same_job_with_and_without(tmp_path):
     res = watch_bench.cost(tmp_path, ["data.fraction=0.2"], 1, bench_run.compose_cfg)
     # rounds=1: round 0 warms up, round 1 is timed; the watch ran in one epoch of each round
     assert res["rounds"] == 1 and res["findings"] == 0
-    due = [s for s in range(4 * res["steps_per_epoch"]) if s % 10 == 0 or (s < 10 and s & (s - 1) == 0)]
+    every = res["every"]
+    due = [s for s in range(4 * res["steps_per_epoch"]) if s % every == 0 or (s < every and s & (s - 1) == 0)]
     on_steps = [s for s in due if s // res["steps_per_epoch"] in (0, 3)]  # ABBA: on, off, off, on
     assert res["checks"] == len(on_steps)
     assert res["ratio"] == pytest.approx(res["watch_s_per_epoch"] / res["no_watch_s_per_epoch"], rel=1e-2)

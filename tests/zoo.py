@@ -243,3 +243,20 @@ class SmallBatchNormNet(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+class BatchNormMLP(nn.Module):
+    """Healthy at an ordinary batch: a hidden layer with BatchNorm1d. At a batch of 2, BatchNorm
+    normalizes each unit over 2 samples (every output becomes +-1): what the net learns in train mode
+    does not hold under the running statistics of eval mode."""
+
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        n = 1
+        for s in in_shape:
+            n *= s
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(n, 64, bias=False), nn.BatchNorm1d(64), nn.ReLU(),
+                                 nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.net(x)

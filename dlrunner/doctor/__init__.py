@@ -12,24 +12,32 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlrunner.doctor import capacity, checks, repair, training
+from dlrunner.doctor import capacity, repair, training
+from dlrunner.doctor.data_look import data_look
+from dlrunner.doctor.gradient_flow import gradient_flow
+from dlrunner.doctor.logging_check import logging_sanity
+from dlrunner.doctor.loss_checks import loss_at_init, loss_inputs
+from dlrunner.doctor.memory import memory
+from dlrunner.doctor.mode_check import train_eval_mode
+from dlrunner.doctor.model_look import model_look
+from dlrunner.doctor.numerics import numerics
 from dlrunner.doctor.core import Exam, Finding
 from dlrunner.doctor.report import print_report, write_report
 
 # key -> the check (called with the exam and the run folder), in the order they run
 CHECKS: dict[str, Callable] = {
-    "data": lambda ex, d: checks.data_look(ex, d),
-    "model": lambda ex, d: checks.model_look(ex),
-    "loss_init": lambda ex, d: checks.loss_at_init(ex),
-    "loss_inputs": lambda ex, d: checks.loss_inputs(ex),
-    "mode": lambda ex, d: checks.train_eval_mode(ex),
-    "gradients": lambda ex, d: checks.gradient_flow(ex),
-    "numerics": lambda ex, d: checks.numerics(ex),
+    "data": lambda ex, d: data_look(ex, d),
+    "model": lambda ex, d: model_look(ex),
+    "loss_init": lambda ex, d: loss_at_init(ex),
+    "loss_inputs": lambda ex, d: loss_inputs(ex),
+    "mode": lambda ex, d: train_eval_mode(ex),
+    "gradients": lambda ex, d: gradient_flow(ex),
+    "numerics": lambda ex, d: numerics(ex),
     "overfit": lambda ex, d: training.overfit_one_batch(ex),
     "baselines": lambda ex, d: training.baselines(ex),
     "capacity": lambda ex, d: capacity.capacity(ex),
-    "memory": lambda ex, d: checks.memory(ex),
-    "logging": lambda ex, d: checks.logging_sanity(ex),
+    "memory": lambda ex, d: memory(ex),
+    "logging": lambda ex, d: logging_sanity(ex),
 }
 
 

@@ -12,6 +12,8 @@ from torch import nn
 from dlrunner.doctor.core import Exam, Finding, set_dropout
 from dlrunner.doctor.training import limited
 
+SMALL_BATCH = 16  # BatchNorm's statistics over fewer samples than this are too noisy (the guides: 16-32 and up)
+
 
 def capacity(ex: Exam) -> Finding:
     f = Finding("capacity", "Capacity")
@@ -38,6 +40,12 @@ def capacity(ex: Exam) -> Finding:
           f"{last['epochs']} epochs at lr {last['lr']:.1e}")
     if len(tries) > 1:
         ev += f" (at lr {tries[0]['lr']:.1e}: {100 * tries[0]['train_acc']:.1f}% in {tries[0]['epochs']} epochs)"
+    small = _small_batchnorm(ex.model, bs)
+    if small and last["train_acc"] < 0.99:
+        f.details["small_batchnorm"] = bs
+        limit += (f"; and BatchNorm normalizes over batches of {bs}: batch too small for BatchNorm (what the net "
+                  "learns on statistics of so few samples does not hold under the running ones eval mode uses)")
+    bn_fix = f"data.batch_size={2 * SMALL_BATCH} or more (or GroupNorm/LayerNorm in the model)"
     best = max(tries, key=lambda t: t["train_acc"])
     rising = len(best["history"]) > 1 and best["history"][-1] > best["history"][max(0, len(best["history"]) - 4)]
     if last["train_acc"] >= 0.99:
@@ -45,12 +53,17 @@ def capacity(ex: Exam) -> Finding:
     elif cut and rising and best["train_acc"] >= 0.5:
         f.add("skip", ev + f"; still rising when {limit}: inconclusive, not a capacity verdict")
     elif last["train_acc"] >= 0.9:
-        f.add("warn", ev + f" (short of 99%; {limit})", "a bigger model (model.width / model.depth), or "
-                                                          "the setting named to train longer")
+        f.add("warn", ev + f" (short of 99%; {limit})", bn_fix if small else
+              "a bigger model (model.width / model.depth), or the setting named to train longer")
     else:
-        f.add("fail", ev + f": the model cannot memorize a small subset ({limit})",
+        f.add("fail", ev + f": the model cannot memorize a small subset ({limit})", bn_fix if small else
               "a bug blocks learning (see the checks above) or the model is far too small")
     return f
+
+
+def _small_batchnorm(model: nn.Module, bs: int) -> bool:
+    return bs < SMALL_BATCH and any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                                    for m in model.modules())
 
 
 def _memorize(ex: Exam, xs: torch.Tensor, ys: torch.Tensor, bs: int, epochs: int, factor: float):

@@ -72,6 +72,8 @@ def _remedies(ex: Exam, cfg: DictConfig) -> list[tuple[str, list[str], str]]:
             todo.append(("too much dropout", [f"model.dropout={drops[0] / 4:g}"], "overfit"))
         if _small_batchnorm(ex) and "data" in cfg and int(data.get("batch_size") or 0) < 16:
             todo.append(("batch too small for BatchNorm", ["data.batch_size=32"], "overfit"))
+    if _failing(ex, "capacity", "batch too small for BatchNorm") and not any(t[0].startswith("batch too") for t in todo):
+        todo.append(("batch too small for BatchNorm", ["data.batch_size=32"], "capacity"))
     code = {"flipped loss or gradient sign", "incorrect inputs to the loss function", "softmax over the wrong dimension",
             "gradients not passing through the model", "numerical instability (log/exp/div)",
             "the model ignores its input", "the inputs carry no signal", "corrupted labels"}
@@ -123,7 +125,8 @@ def _rerun(ex: Exam, cfg: DictConfig, choices: dict[str, str], run_dir: Path, ov
     o = again.findings.get("overfit")
     fits = o is not None and o.details.get("shape") == "converges"
     gone = {"data": not (_failing(again, "data", "not normalized") or _failing(again, "data", "raw 0-")),
-            "gradients": not _failing(again, "gradients", "saturate"), "overfit": fits}[symptom]
+            "gradients": not _failing(again, "gradients", "saturate"), "overfit": fits,
+            "capacity": not _failing(again, "capacity")}[symptom]
     was_failing = ex.findings.get("overfit") is not None and ex.findings["overfit"].status == "fail"
     cured = gone and (fits or not was_failing)
     if o is not None:
@@ -133,6 +136,8 @@ def _rerun(ex: Exam, cfg: DictConfig, choices: dict[str, str], run_dir: Path, ov
         curve = ""
     ev = f"with {' '.join(override)}: " + (f"{f.title.lower()} {f.status}" if symptom != "overfit" else "") \
         + ("; " if symptom != "overfit" and curve else "") + curve
+    if symptom == "capacity":
+        ev = f"with {' '.join(override)}: capacity {f.status}: {f.summary}"
     if cured and symptom == "overfit":
         ev = f"single-batch loss now converges at lr {r['lr']:.1e} ({r['initial']:.3g} -> {r['final']:.3g})"
     return cured, ev

@@ -1,6 +1,7 @@
 """Signatures of specific bugs, each a cheap measurement that names one cause: a model that ignores
 its input, inputs that are all the same, a loss summed over the batch, NLL fed raw logits, and
-`.data` / `.detach()` cutting the gradient inside forward. The checks in checks.py call them."""
+`.data` / `.detach()` cutting the gradient inside forward. The model, loss, data and gradient-flow
+checks call them."""
 from __future__ import annotations
 
 import math

@@ -28,7 +28,10 @@ def unique_dir(path: str, _seen: dict[str, str] = {}) -> str:  # noqa: B006 - pe
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dlrun_unique_dir"):
-        OmegaConf.register_new_resolver("dlrun_unique_dir", unique_dir)
+        # cached in the config: Hydra copies the sweep config's resolver cache into every job's
+        # config, so jobs launched in other processes (joblib, Ray, submitit) share the folder the
+        # main process chose instead of each picking its own `-1`, `-2`
+        OmegaConf.register_new_resolver("dlrun_unique_dir", unique_dir, use_cache=True)
 
 
 def git_sha(cwd: str | Path = ".") -> str | None:
