@@ -12,14 +12,16 @@ results = Path(__file__).parent / "results"
 
 
 def merged(first: dict, parts: list[Path]) -> dict:
-    """`first`, with the sections it lacks (or only skipped) filled in from the other result files."""
+    """`first`, with the sections it lacks (or only skipped) filled in from the other result files,
+    and the sections a later single-section run re-measured (a newer `date`) replaced by it."""
     r = dict(first)
-    for part in parts:  # newer single-section runs fill in what is missing
+    for part in parts:  # newer single-section runs fill in what is missing or re-measured
         extra = json.loads(part.read_text())
+        newer = extra.get("date", "") > first.get("date", "")
         for key, value in extra.items():
             if key == "tricks":  # per-trick results merge (a trick re-measured alone replaces its row)
                 r.setdefault("tricks", {}).update(value)
-            elif key not in ("machine", "date") and (key not in r or "skipped" in r[key]):
+            elif key not in ("machine", "date") and (key not in r or "skipped" in r[key] or newer):
                 r[key] = value
                 r.setdefault("measured_on", {})[key] = f"{extra['machine']}, {extra['date']}"
     return r
