@@ -175,8 +175,7 @@ def _grid_combos(points: list[list[float]], size: int, skip: int, seed: int) -> 
         order = list(range(size))
         if len(members) < size:
             random.Random(seed * 7919 + rank).shuffle(order)
-        for c, i in zip(order if len(members) < size else range(size),
-                        sorted(members, key=lambda i: points[i][-1])):
+        for c, i in zip(order, sorted(members, key=lambda i: points[i][-1])):
             out[i] = c
     return out
 
