@@ -21,6 +21,10 @@ os.environ["DLRUN_DATA"] = tempfile.mkdtemp(prefix="dlrun-data-")
 
 # one intra-op thread per test worker when the suite runs in parallel (make test: pytest -n 2)
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
+# and one in every process a test starts (a run, a sweep's trials): two workers' runs each spinning
+# threads over both cores would mostly wait on each other
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _has_cuda() -> bool:

@@ -4,9 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -63,33 +60,6 @@ def test_multirun(dlrun):
                  for p in runs)
     assert lrs == [3e-4, 1e-3]
     assert all((p / "summary.json").is_file() for p in runs)
-
-
-def test_sigterm_saves_and_resume_auto_matches_an_uninterrupted_run(dlrun, tmp_path):
-    args = ["debug=smoke", "epochs=4", "data.batch_size=8", "data.fraction=0.5"]
-    straight = dlrun(*args, "out_dir=straight")
-    assert straight.returncode == 0, straight.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "dlrunner", *args], cwd=tmp_path, env=dlrun.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # wait until training is under way
-        if line.startswith("epoch 1/4"):
-            break
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "checkpoint saved" in out and "Traceback" not in err
-    (first,) = [p.parent for p in (tmp_path / "outputs").rglob(".hydra")]
-    assert json.loads((first / "summary.json").read_text())["status"] == "interrupted"
-    r = dlrun(*args, "resume=auto")
-    assert r.returncode == 0, r.stderr
-    assert "resumed from" in r.stdout
-    resumed = max(r.run_dirs(), key=lambda p: p.stat().st_mtime)
-    assert resumed != first  # a new folder: the interrupted run is left as it was
-    drop_time = lambda m: [{k: v for k, v in row.items() if k != "time"} for row in m]  # noqa: E731
-    base = [p.parent for p in (tmp_path / "straight").rglob(".hydra")][0]
-    assert drop_time(rows(resumed)) == drop_time(rows(base))
-    again = dlrun(*args, "resume=auto")  # nothing left to resume: starts fresh, says so
-    assert "no unfinished run" in again.stdout
 
 
 @pytest.mark.parametrize("args, words", [

@@ -6,6 +6,8 @@ import math
 import random
 import statistics
 
+import pytest
+
 from dlrunner import sweep_tpe as tpe
 from dlrunner.sweep import fmt, propose, read_space
 from hydra_plugins.dlrun_importance_sweeper.stages import parse_duration
@@ -138,9 +140,11 @@ def test_trials_per_gpu_runs_that_many_trials_at_once(tmp_path):
     assert bad.returncode == 2 and "sweep.trials_per_gpu must be null or an integer >= 1" in bad.stderr
 
 
-def test_successive_halving_continues_the_best_short_runs(tmp_path):
+@pytest.mark.parametrize("promote", [None, 0.25])
+def test_successive_halving_continues_the_best_short_runs(tmp_path, promote):
+    share = promote or 1 / 3  # sweep.promote, else 1/k
     res = run_app(tmp_path, "sweep=importance", "sweep.budget=12", "sweep.halving=3", "epochs=9",
-                  "sweep.space.model.depth=[1,2]")
+                  "sweep.space.model.depth=[1,2]", *([f"sweep.promote={promote}"] if promote else []))
     assert res.returncode == 0, res.stderr[-3000:]
     trials = rows(tmp_path)
     short = [t for t in trials if t["launch"] == "stop_after=3"]
@@ -150,13 +154,13 @@ def test_successive_halving_continues_the_best_short_runs(tmp_path):
     for stage in {t["stage"] for t in short}:
         runs = sorted((t for t in short if t["stage"] == stage), key=lambda t: -float(t["metric"]))
         cont = [t for t in resumed if t["stage"] == stage]
-        # the best third of the stage's short runs, each continued from its own run folder, same point
-        assert len(cont) == math.ceil(len(runs) / 3)
+        # the best third (or sweep.promote) of the stage's short runs, each continued from its own run folder
+        assert len(cont) == math.ceil(len(runs) * share - 1e-9)
         assert {by_dir[t["launch"].split("=", 1)[1]]["overrides"] for t in cont} == {t["overrides"] for t in runs[:len(cont)]}
         assert all(t["overrides"] == by_dir[t["launch"].split("=", 1)[1]]["overrides"] for t in cont)
     # more points tried than whole runs fit in the same epochs (a short run costs 1/3, a continuation 2/3)
     spent = len(short) / 3 + len(resumed) * 2 / 3
-    assert len(short) > 1.3 * spent and len(short) >= 2 * len(resumed)
+    assert len(short) > (1.3 if share > 0.3 else 1.6) * spent and len(short) >= 2 * len(resumed)
     # the pick comes from whole runs only, confirmed from scratch with the second seed
     best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
     picked = [t for t in trials if int(t["trial"]) in best["trials"]]

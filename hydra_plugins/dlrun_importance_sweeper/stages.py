@@ -90,6 +90,7 @@ class Stages:
         if budget <= 1 + confirm:
             raise DlrunError(f"sweep.budget={budget} leaves no trial after the baseline and the "
                              f"{confirm} confirmation re-runs")
+        self._promoted_share()  # a bad sweep.promote: one line before any trial
         self.deadline = parse_duration(self.s.get("time_budget"))
         self.t0 = time.perf_counter()
         batch = self._batch()
@@ -182,6 +183,15 @@ class Stages:
         rung = max(1, epochs // k)
         return (k, rung) if k > 1 and rung < epochs else (1, epochs)  # a one-epoch job: whole runs
 
+    def _promoted_share(self) -> float:
+        """The share of a stage's short runs that continue to `epochs`: sweep.promote, else 1/k."""
+        k = self._halving()[0]
+        share = self.s.get("promote")
+        share = 1 / k if share is None else float(share)
+        if not 0 < share <= 1:
+            raise DlrunError(f"sweep.promote must be in (0, 1] (the share of short runs continued), got {share}")
+        return share
+
     def _batch(self) -> int:
         """Points TPE proposes together: sweep.batch, or with sweep.trials_per_gpu the trials that run at once."""
         given = any(a.startswith("sweep.batch=") for a in self.base)
@@ -210,8 +220,8 @@ class Stages:
         batch = self._batch()
         k, rung = self._halving()
         epochs = int(self.config.get("epochs", 1))
-        # the same epochs as n whole runs: every point `rung` epochs, the best 1/k of them the rest
-        points = n if k == 1 else round(n * epochs / (rung + (epochs - rung) / k))
+        # the same epochs as n whole runs: every point `rung` epochs, the best share of them the rest
+        points = n if k == 1 else round(n * epochs / (rung + (epochs - rung) * self._promoted_share()))
         fresh = [p for p in params if p.key in new]
         n_fresh = min(n_fresh, points) if fresh else 0
         trials = [self._point(name, 1, pt, rung) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
@@ -263,13 +273,13 @@ class Stages:
         return t
 
     def _promote(self, name: str, trials: list[sw.Trial], k: int) -> list[sw.Trial]:
-        """Successive halving: the best 1/k of a stage's short runs continue from their checkpoints
-        (`resume=RUN_DIR`, the schedule already set for `epochs`) to the end."""
+        """Successive halving: the best share (sweep.promote, else 1/k) of a stage's short runs
+        continue from their checkpoints (`resume=RUN_DIR`, the schedule already set for `epochs`) to the end."""
         if k == 1:
             return []
         ok = sorted((t for t in trials if t.ok and t.run_dir), key=lambda t: t.metric, reverse=not self.lower)
         go = []
-        for t in ok[: math.ceil(len(trials) / k)]:
+        for t in ok[: math.ceil(len(trials) * self._promoted_share() - 1e-9)]:
             c = self._trial(name, 4, self.seeds[0], {})
             c.values, c.launch = dict(t.values), {"resume": t.run_dir}
             go.append(c)
