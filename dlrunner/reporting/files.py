@@ -28,9 +28,10 @@ def atomic_write(path: str | Path, write: Callable[[IO], Any], binary: bool = Fa
     return path
 
 
-def write_json(obj: Any, path: str | Path, compact: bool = False) -> Path:
-    """JSON, indented unless `compact`; values JSON has no type for (paths, dtypes) as their text."""
-    text = json.dumps(obj, default=str) if compact else json.dumps(obj, indent=2, default=str)
+def write_json(obj: Any, path: str | Path, compact: bool = False, default: Callable[[Any], Any] = str) -> Path:
+    """JSON, indented unless `compact`; values JSON has no type for (paths, dtypes) go through
+    `default` (their text unless told otherwise)."""
+    text = json.dumps(obj, default=default) if compact else json.dumps(obj, indent=2, default=default)
     return atomic_write(path, lambda f: f.write(text))
 
 
