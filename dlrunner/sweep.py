@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlrunner.errors import DlrunError
+from dlrunner.reporting.files import atomic_write
 
 CSV_FIELDS = ["trial", "stage", "round", "seed", "overrides", "metric", "time", "status", "error", "run_dir", "launch"]
 
@@ -260,19 +260,18 @@ def read_trials(path: Path) -> dict[str, Trial]:
 
 
 def write_trials(path: Path, trials: list[Trial]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
+    def write(f) -> None:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for t in trials:
             w.writerow(t.row())
-    tmp.replace(path)
+    atomic_write(path, write)
 
 
 def importance_plot(measured: dict[str, float], tiers: dict[str, int], metric: str, path: Path) -> None:
     """The measured order (fANOVA share of the metric's variance, most important on top), each bar
     coloured and labelled by the tier the guides put the key in."""
-    from dlrunner.plots import _plt
+    from dlrunner.reporting.plots import _plt
 
     plt = _plt()
     keys = list(measured)[::-1]
@@ -338,7 +337,3 @@ def stage_table(name: str, trials: list[Trial], metric: str, incumbent_key: str 
                       (f"{t.metric:.4f}" if t.ok else "-") + mark, f"{t.time:.1f}s",
                       t.status if t.ok else f"{t.status}: {t.error[:80]}")
     return table
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")

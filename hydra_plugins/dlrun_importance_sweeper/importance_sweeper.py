@@ -24,6 +24,7 @@ from rich.console import Console
 from dlrunner import sweep as sw
 from dlrunner import sweep_tpe as tpe
 from dlrunner.errors import DlrunError
+from dlrunner.reporting.files import write_json
 from hydra_plugins.dlrun_importance_sweeper import placement
 from hydra_plugins.dlrun_importance_sweeper.stages import Stages
 
@@ -329,7 +330,7 @@ class ImportanceSweeper(Stages, Sweeper):
             self.console.print(f"best {self.metric} {_mean(inc['trials']):.4f} (mean of {len(inc['trials'])} seeds): "
                                + (" ".join(f"{k}={v}" for k, v in sorted(inc["values"].items())) or "the defaults"))
             self.console.print(f"re-run it: {command}")
-        sw.write_json(self.dir / "importance.json", result)
+        write_json(result, self.dir / "importance.json")
         if measured:
             try:
                 sw.importance_plot(measured, tiers, self.metric, self.dir / "importance.png")
