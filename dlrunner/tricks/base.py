@@ -8,10 +8,10 @@
     for epoch in range(epochs):
         parts = trick.on_epoch_start(epoch)             # e.g. unfreeze a layer group, switch the optimizer
         for step, (x, y) in batches:
-            x, y = trick.on_batch((x, y), step)
+            x, y = trick.on_batch((x, y), step)         # e.g. mixup, label smoothing (soft targets)
             with precision.autocast():
                 out = model(x)
-                loss = trick.on_loss(loss_fn(out, y), out, (x, y))
+                loss = loss_fn(out, y)
             precision.backward(loss); precision.unscale(opt)
             trick.after_backward(model, step)           # e.g. clip: gradients are unscaled here
             precision.step(opt); schedule.step()
@@ -76,9 +76,6 @@ class Trick:
 
     def on_batch(self, batch: tuple, step: int) -> tuple:
         return batch
-
-    def on_loss(self, loss: torch.Tensor, out: torch.Tensor, batch: tuple) -> torch.Tensor:
-        return loss
 
     def after_backward(self, model: nn.Module, step: int) -> None:
         pass
@@ -200,11 +197,6 @@ class Tricks:
         for t in self.items:
             batch = t.on_batch(batch, step)
         return batch
-
-    def on_loss(self, loss: torch.Tensor, out: torch.Tensor, batch: tuple) -> torch.Tensor:
-        for t in self.items:
-            loss = t.on_loss(loss, out, batch)
-        return loss
 
     def after_backward(self, model: nn.Module, step: int) -> None:
         for t in self.items:
