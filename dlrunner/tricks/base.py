@@ -165,9 +165,11 @@ class Tricks:
             self.apply(t.bind(View(job)))
 
     def apply(self, parts: Parts | None) -> None:
-        """The one place a trick's replacement (optimizer, schedule, model, batches) enters the job."""
+        """The one place a trick's replacement (optimizer, schedule, model, batches, peak LR) enters the job."""
         for name, value in (parts.items() if parts is not None else []):
             setattr(self.job, name, value)
+        if parts is not None and parts.peak_lr is not None and parts.schedule is None:
+            self.job.schedule = self.job.make_schedule(self.job.optimizer)  # the schedule over the run, on the new peak
 
     def before_fit(self, run_dir: Path) -> None:
         for t in self.items:
