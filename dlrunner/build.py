@@ -1,4 +1,4 @@
-"""Config -> objects. The only module besides cli/runner that reads the config; everything it
+"""Config -> objects. With cli.py, validate.py and modes/, the only code that reads the config; everything it
 builds takes plain arguments."""
 from __future__ import annotations
 

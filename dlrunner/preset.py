@@ -68,7 +68,7 @@ def measured_on(sweep_dir: Path, imp: dict) -> str:
 
 
 def preset_text(name: str, sweep_dir: Path, values: dict[str, str], imp: dict, groups: set[str]) -> str:
-    from dlrunner.sweep import best_yaml
+    from dlrunner.sweep_report import best_yaml
 
     metric, best = imp.get("optimized_metric", "val/acc"), imp["best"]
     seeds = ", ".join(str(s) for s in best.get("seeds", []))
