@@ -71,15 +71,15 @@ def _examine(overrides: list[str], tmp: Path, repair: bool):
 
     from dlrunner.build import build_job
     from dlrunner.doctor import examine
-    from dlrunner.doctor import repair as cure
-    from dlrunner.rundir import register_resolvers
+    from dlrunner.modes.doctor import attempt_repairs
+    from dlrunner.reporting.rundir import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"out_dir={tmp}", "device=cpu", *FIXED, *overrides])
     job = build_job(cfg, torch.device("cpu"), lambda m: None)
     ex = examine(job, tmp, OmegaConf.to_container(cfg.doctor, resolve=True))
-    repairs = cure.attempt(ex, cfg, {}, tmp) if repair else []
+    repairs = attempt_repairs(ex, cfg, {}, tmp) if repair else []
     return ex, repairs
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import statistics
 from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, FLOP/s; the first name
 # fragment found in torch.cuda.get_device_name() wins, so the specific variants come first.
@@ -59,3 +62,19 @@ def mfu(flops_per_step: float, steps_per_s: float, peak: float | None) -> float 
     """Model FLOP utilization: the FLOPs the model's training step needs (forward + backward,
     counted once, whatever the kernels do) per second, over the device's peak."""
     return flops_per_step * steps_per_s / peak if peak else None
+
+
+def abba(first: Callable[[], T], second: Callable[[], T], rounds: int) -> tuple[list[T], list[T]]:
+    """Each function's results over `rounds` rounds, called alternately ABBA (A B, B A, A B, ...) so
+    that neither always runs on a warmer machine; round 0 warms both up and is not counted."""
+    a: list[T] = []
+    b: list[T] = []
+    for r in range(rounds + 1):
+        if r % 2 == 0:
+            x, y = first(), second()
+        else:
+            y, x = second(), first()
+        if r:
+            a.append(x)
+            b.append(y)
+    return a, b

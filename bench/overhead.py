@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from common import ROOT, compose_cfg
+from common import compose_cfg
 
 
 def same_weights(tmp: Path, overrides: list[str], device: str = "cpu", epochs: int = 2) -> dict:
@@ -50,7 +50,6 @@ def same_weights(tmp: Path, overrides: list[str], device: str = "cpu", epochs: i
 
 
 def overhead(tmp: Path, overrides: list[str], rounds: int, device: str = "cpu") -> dict:
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from dlrunner.modes import train as runner
@@ -58,12 +57,10 @@ def overhead(tmp: Path, overrides: list[str], rounds: int, device: str = "cpu") 
     from dlrunner.engine.checkpoint import Checkpointer
     from dlrunner.reporting.console import Reporter
     from dlrunner.engine.loop import Meter, TrainState
-    from dlrunner.reporting.rundir import register_resolvers
     from handloop import hand_epoch
+    from measure import abba
 
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"device={device}", *overrides])
+    cfg = compose_cfg([f"device={device}", *overrides])
     job = build_job(cfg, torch.device(device), print)
     hand_model = copy.deepcopy(job.model)
     hand_opt = torch.optim.AdamW(hand_model.parameters(), lr=float(cfg.optim.lr), weight_decay=0.0)
@@ -73,7 +70,6 @@ def overhead(tmp: Path, overrides: list[str], rounds: int, device: str = "cpu") 
     quiet.console.quiet = True
     run_dir = tmp / "overhead"
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    t_dl, t_hand = [], []
     saver = Checkpointer(run_dir / "checkpoints", float(cfg.checkpoint_interval))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # once per run, as `dlrun` makes it
     with runner.StopSignal() as stop:
@@ -87,13 +83,9 @@ def overhead(tmp: Path, overrides: list[str], rounds: int, device: str = "cpu") 
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             return time.perf_counter() - t0
-        for r in range(rounds + 1):  # round 0 warms both up and is not counted; order alternates (ABBA)
-            first_dl = r % 2 == 0
-            a = timed(dl_epoch) if first_dl else timed(hand_epoch, hand_model, hand_opt, x, y, xv, yv, job.data.batch_size, gen)
-            b = timed(hand_epoch, hand_model, hand_opt, x, y, xv, yv, job.data.batch_size, gen) if first_dl else timed(dl_epoch)
-            if r:
-                t_dl.append(a if first_dl else b)
-                t_hand.append(b if first_dl else a)
+        t_dl, t_hand = abba(lambda: timed(dl_epoch),
+                            lambda: timed(hand_epoch, hand_model, hand_opt, x, y, xv, yv, job.data.batch_size, gen),
+                            rounds)
     med_dl, med_hand = statistics.median(t_dl), statistics.median(t_hand)
     res = {"overrides": overrides, "device": device, "rounds": rounds, "dlrun_s_per_epoch": round(med_dl, 4),
            "hand_s_per_epoch": round(med_hand, 4), "ratio": round(med_dl / med_hand, 3),

@@ -2,4 +2,4 @@
 from dlrunner import moved as _moved
 __version__ = "0.1.0"
 
-_moved.install()  # old module paths (dlrunner.engine.loop, dlrunner.modes.train...) name the moved modules
+_moved.install()  # the config builders' old module paths (dlrunner.optim, dlrunner.schedules...) name the moved modules

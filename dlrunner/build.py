@@ -1,4 +1,4 @@
-"""Config -> objects. The only module besides cli/runner that reads the config; everything it
+"""Config -> objects. With cli.py, validate.py and modes/, the only code that reads the config; everything it
 builds takes plain arguments."""
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from dlrunner.data.batches import make_batches, place
 from dlrunner.data.core import DataBundle, from_tensors
 from dlrunner.errors import DlrunError
 from dlrunner.engine.job import Job
+from dlrunner.engine.batchsize import auto_batch_size
 from dlrunner.engine.precision import PRECISIONS, Precision
 from dlrunner.tricks.base import Trick, Tricks
 
@@ -185,83 +186,30 @@ def fast_paths(model: nn.Module, modality: str, amp_dtype: str | None, device_ty
     return nhwc, not deterministic and "progressive_resizing" not in tricks
 
 
-def auto_batch_size(model: nn.Module, loss_fn: Callable, data: DataBundle, precision: Precision,
-                    device: torch.device, note: Callable[[str], None]) -> int:
-    """data.batch_size=auto (dlrunner.engine.batchsize). In a data-parallel run each process probes its
-    own share; the ranks agree on the smallest, and the global batch is that times their number."""
-    from dlrunner.engine import distributed
-    from dlrunner.engine.batchsize import cap, find_batch_size
-
-    train = data.train
-    if hasattr(train, "x"):
-        x, y = train.x, train.y
-    else:  # a streamed Dataset: enough samples for the largest probe
-        k = min(len(train), cap(len(train)))
-        items = [train[i] for i in range(k)]
-        x, y = torch.stack([torch.as_tensor(a) for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
-    size, trials = find_batch_size(model, loss_fn, x, y, precision, device)
-    world = distributed.current()
-    if world.active:
-        t = torch.tensor([size], device=device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-        size = int(t.item()) * world.size
-    data.extra["batch_size_auto"] = {"batch_size": size, "trials": trials}
-    tried = ", ".join(f"{t['batch_size']}{'' if t['fits'] else ' (too big)'}" for t in trials)
-    note(f"data.batch_size=auto: {size} (tried {tried})")
-    return size
-
-
 def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None],
               choices: dict[str, str] | None = None, train_on_val: bool = False) -> Job:
     """`choices`: Hydra's group selections (which schedule file was picked). `train_on_val`
     (mode=final): train on the union of the train and val splits; the test split is unchanged."""
-    choices = choices or {}
-    pick = choices.get
-    tricks = build_tricks(cfg.trick, str(choices.get("schedule", "constant")), cfg.precision, note)
+    pick = (choices or {}).get
+    tricks = build_tricks(cfg.trick, str(pick("schedule", "constant")), cfg.precision, note)
     auto_batch = str(OmegaConf.select(cfg, "data.batch_size", default="")) == "auto"
-    data_node = cfg.data
-    if auto_batch:  # the data builders take a number: a placeholder until the model exists
-        data_node = cfg.data.copy()
-        data_node.batch_size = 2
-    with building("data", pick("data")):
-        data = build_data(data_node, note)
-    if train_on_val:
-        data = data.with_val_in_train()
+    data = job_data(cfg.data, auto_batch, train_on_val, pick("data"), note)
     seed_everything(int(cfg.seed), bool(cfg.deterministic))  # same weights whatever the data source did
     with building("model", pick("model")):
         model = tricks.setup(build_model(cfg.model, data, note).to(device))
     with building("loss", pick("loss")):
         loss_fn = call(cfg.loss, "loss", note=note)
     precision = tricks.first("precision", device) or Precision(PRECISIONS[str(cfg.precision)], device)
-    names = {t.name for t in tricks}
-    nhwc, torch.backends.cudnn.benchmark = fast_paths(model, data.modality, precision.dtype, device.type, names,
-                                                      bool(cfg.deterministic))
-    if nhwc:  # what trick=channels_last does, on by default where it pays
-        from dlrunner.tricks.channels_last import ChannelsLast
-
-        layout = ChannelsLast()
-        model = layout.setup(model)
-        tricks.items.append(layout)
+    model = with_fast_paths(model, data.modality, precision, device, tricks, bool(cfg.deterministic))
     if auto_batch:
         data.batch_size = auto_batch_size(model, loss_fn, data, precision, device, note)
     with building("optim", pick("optim")):
         make_optimizer = call(cfg.optim, "optim", note=note)
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])
-    aug = make_augment(data.modality, data.flip, data.in_shape) if data.augment else None
-    on_device = OmegaConf.select(cfg, "data.on_device", default="auto")
-    resident, why = place(on_device, [data.train, data.val, data.test], device)
-    data.extra["placement"] = {"on_device": resident, "why": why}
-    mk = functools.partial(make_batches, seed=int(cfg.seed), device=device, num_workers=data.num_workers,
-                           on_device=resident)
-    train = mk(data.train, data.batch_size, shuffle=True, augment=aug)
-    val, test = (mk(s, max(data.batch_size, 256), shuffle=False) for s in (data.val, data.test))
-    total = int(cfg.epochs) * len(train)
-    with building("schedule", pick("schedule")):
-        configured = call(cfg.schedule, "schedule", note=note)
-
-    def make_schedule(opt: torch.optim.Optimizer):
-        owned = tricks.first("schedule", opt, total, len(train))
-        return owned if owned is not None else configured(opt, total_steps=total, steps_per_epoch=len(train))
+    train, val, test = batch_sources(data, device, int(cfg.seed), OmegaConf.select(cfg, "data.on_device",
+                                                                                   default="auto"))
+    make_schedule = schedule_maker(cfg.schedule, tricks, int(cfg.epochs) * len(train), len(train),
+                                   pick("schedule"), note)
     with building("schedule", pick("schedule")):
         schedule = make_schedule(optimizer)
     job = Job(data, model, loss_fn, optimizer, schedule, precision, tricks, device, train, val, test,
@@ -269,6 +217,58 @@ def build_job(cfg: DictConfig, device: torch.device, note: Callable[[str], None]
     with building("trick"):
         tricks.bind(job)
     return job
+
+
+def job_data(node: DictConfig, auto_batch: bool, train_on_val: bool, choice: str | None,
+             note: Callable[[str], None]) -> DataBundle:
+    """The data group's bundle; with data.batch_size=auto a placeholder batch size until the model
+    exists (the data builders take a number), with train_on_val the val split joins train."""
+    if auto_batch:
+        node = node.copy()
+        node.batch_size = 2
+    with building("data", choice):
+        data = build_data(node, note)
+    return data.with_val_in_train() if train_on_val else data
+
+
+def with_fast_paths(model: nn.Module, modality: str, precision: Precision, device: torch.device, tricks: Tricks,
+                    deterministic: bool) -> nn.Module:
+    """Switch on fast_paths(): cuDNN's kernel search, and channels_last as a trick of the job's."""
+    nhwc, torch.backends.cudnn.benchmark = fast_paths(model, modality, precision.dtype, device.type,
+                                                      {t.name for t in tricks}, deterministic)
+    if not nhwc:
+        return model
+    from dlrunner.tricks.channels_last import ChannelsLast  # what trick=channels_last does, on by default where it pays
+
+    layout = ChannelsLast()
+    model = layout.setup(model)
+    tricks.items.append(layout)
+    return model
+
+
+def batch_sources(data: DataBundle, device: torch.device, seed: int, on_device: Any) -> tuple[Any, Any, Any]:
+    """The train, val and test batches, kept on the device when `data.on_device` says so (or auto
+    finds they fit); the choice is recorded in data.extra for the run's summary."""
+    aug = make_augment(data.modality, data.flip, data.in_shape) if data.augment else None
+    resident, why = place(on_device, [data.train, data.val, data.test], device)
+    data.extra["placement"] = {"on_device": resident, "why": why}
+    mk = functools.partial(make_batches, seed=seed, device=device, num_workers=data.num_workers, on_device=resident)
+    train = mk(data.train, data.batch_size, shuffle=True, augment=aug)
+    val, test = (mk(s, max(data.batch_size, 256), shuffle=False) for s in (data.val, data.test))
+    return train, val, test
+
+
+def schedule_maker(node: DictConfig, tricks: Tricks, total: int, steps_per_epoch: int, choice: str | None,
+                   note: Callable[[str], None]) -> Callable[[torch.optim.Optimizer], Any]:
+    """optimizer -> its schedule over the run's `total` steps: a trick's that owns the schedule,
+    else the configured one."""
+    with building("schedule", choice):
+        configured = call(node, "schedule", note=note)
+
+    def make_schedule(opt: torch.optim.Optimizer):
+        owned = tricks.first("schedule", opt, total, steps_per_epoch)
+        return owned if owned is not None else configured(opt, total_steps=total, steps_per_epoch=steps_per_epoch)
+    return make_schedule
 
 
 def rebuild(ckpt: dict, device: str, note: Callable[[str], None]) -> Job:

@@ -1,6 +1,6 @@
-"""Old import paths of modules that moved into modes/, engine/ and reporting/. Code written
-against them (the doctor, the watchdog, the sweep, a user's notebook) keeps working: the old name
-is the new module itself, so a patch through either name applies to both."""
+"""Old import paths of the config builders that moved into engine/ and reporting/ (the modules a
+`_target_` names). A config written against them keeps working: the old name is the new module
+itself, so a patch through either name applies to both."""
 from __future__ import annotations
 
 import importlib
@@ -9,22 +9,13 @@ import importlib.machinery
 import importlib.util
 import sys
 
-MOVED = {f"dlrunner.{old}": f"dlrunner.{new}" for old, new in {
-    "runner": "modes.train", "final": "modes.final", "climb": "modes.climb", "rung": "modes.climb_rung",
-    "predict": "modes.predict", "export": "modes.export", "compare": "modes.compare",
-    "loop": "engine.loop", "precision": "engine.precision", "oom": "engine.oom", "batchsize": "engine.batchsize",
-    "checkpoint": "engine.checkpoint", "distributed": "engine.distributed", "optim": "engine.optim",
-    "schedules": "engine.schedules",
-    "console": "reporting.console", "loggers": "reporting.loggers", "wandb_logger": "reporting.wandb_logger",
-    "plots": "reporting.plots", "canvas": "reporting.canvas", "painter": "reporting.painter",
-    "analysis": "reporting.analysis", "verdict": "reporting.verdict", "rundir": "reporting.rundir",
-    "timing": "reporting.timing",
-}.items()}
-
-
-# builders that conf/ names in `_target_`: a job's identity (resume=auto, climb) keeps their former
-# paths, so a run started before the move is still found and continued
-TARGETS = ("optim", "schedules", "loggers", "wandb_logger")
+# builders that conf/ names in `_target_` and that moved into engine/ and reporting/: a user's
+# config, or a checkpoint's saved config, may still name their former paths (`dlrunner.optim.sgd`);
+# a job's identity (resume=auto, climb) keeps those former paths, so a run started before the move
+# is still found and continued
+TARGETS = {"optim": "engine.optim", "schedules": "engine.schedules", "loggers": "reporting.loggers",
+           "wandb_logger": "reporting.wandb_logger"}
+MOVED = {f"dlrunner.{old}": f"dlrunner.{new}" for old, new in TARGETS.items()}
 
 
 def former_paths(text: str) -> str:
@@ -35,7 +26,7 @@ def former_paths(text: str) -> str:
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Finds `dlrunner.engine.loop` as `dlrunner.engine.loop` (imported on first use, not before)."""
+    """Finds `dlrunner.optim` as `dlrunner.engine.optim` (imported on first use, not before)."""
 
     def find_spec(self, name, path=None, target=None):
         return importlib.util.spec_from_loader(name, self) if name in MOVED else None

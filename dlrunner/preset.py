@@ -20,8 +20,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from dlrunner.errors import DlrunError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from dlrunner.reporting.files import atomic_write
+from dlrunner.validate import CONF as CONF_DIR
+from dlrunner.validate import check_preset
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 SKIPPED = ("seed", "sweep", "hydra", "experiment")  # the sweep's own settings; seeds vary by design
 
@@ -67,7 +68,7 @@ def measured_on(sweep_dir: Path, imp: dict) -> str:
 
 
 def preset_text(name: str, sweep_dir: Path, values: dict[str, str], imp: dict, groups: set[str]) -> str:
-    from dlrunner.sweep import best_yaml
+    from dlrunner.sweep_report import best_yaml
 
     metric, best = imp.get("optimized_metric", "val/acc"), imp["best"]
     seeds = ", ".join(str(s) for s in best.get("seeds", []))
@@ -85,23 +86,8 @@ def preset_text(name: str, sweep_dir: Path, values: dict[str, str], imp: dict, g
     return "\n".join(head) + "\n" + body
 
 
-def check_composes(config_dir: Path, name: str) -> None:
-    """Compose `experiment=NAME` as dlrun would, so a broken preset is caught now, not at the next run."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-
-    from dlrunner.reporting.rundir import register_resolvers
-
-    register_resolvers()
-    extra = [] if config_dir.resolve() == CONF_DIR.resolve() else [f"hydra.searchpath=[file://{config_dir.resolve()}]"]
-    from dlrunner.validate import validate
-
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=[f"experiment={name}", *extra])
-    except HydraException as e:
-        raise DlrunError(f"the preset does not compose: {str(e).strip().splitlines()[0]}") from None
-    validate(cfg)  # the values dlrun checks before any work
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text))
 
 
 def save(sweep_dir: Path, name: str, config_dir: Path = CONF_DIR, force: bool = False) -> Path:
@@ -116,11 +102,11 @@ def save(sweep_dir: Path, name: str, config_dir: Path = CONF_DIR, force: bool = 
     groups = {d.name for d in CONF_DIR.iterdir() if d.is_dir()}
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text() if path.exists() else None
-    path.write_text(preset_text(name, sweep_dir, values, imp, groups))
+    write_text(path, preset_text(name, sweep_dir, values, imp, groups))
     try:
-        check_composes(Path(config_dir), name)
+        check_preset(Path(config_dir), name)  # compose it as dlrun would: a broken preset is caught now
     except DlrunError:
-        path.write_text(old) if old is not None else path.unlink()
+        write_text(path, old) if old is not None else path.unlink()
         raise
     return path
 

@@ -171,3 +171,20 @@ def check_flags(cfg: DictConfig, choices: dict[str, str]) -> None:
             value = OmegaConf.select(cfg, key, default=None)
             if value is not None and not isinstance(value, bool):
                 raise DlrunError(f"{key} must be true or false, got {value!r}")
+
+
+def check_preset(config_dir: Path, name: str) -> None:
+    """Compose `experiment=NAME` as dlrun would, so a broken preset is caught now, not at the next run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from dlrunner.reporting.rundir import register_resolvers
+
+    register_resolvers()
+    extra = [] if config_dir.resolve() == CONF.resolve() else [f"hydra.searchpath=[file://{config_dir.resolve()}]"]
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={name}", *extra])
+    except HydraException as e:
+        raise DlrunError(f"the preset does not compose: {str(e).strip().splitlines()[0]}") from None
+    validate(cfg)  # the values dlrun checks before any work

@@ -92,7 +92,7 @@ CASES = [
     (['trick=prune', 'trick.prune.sparsity=1.5'], 'trick.prune.sparsity must be in (0, 1)'),
     (['trick=prune', 'trick.prune.scope=everywhere'], 'trick.prune.scope must be global or layer'),
     (['trick=swa', 'trick.swa.start_frac=1.5'], 'trick.swa.start_frac must be in [0, 1)'),
-    (['trick=switch_optim', 'trick.switch_optim.to=lbfgs'], 'trick.switch_optim.to must be one of sgd, adam, adamw'),
+    (['trick=switch_optim', 'trick.switch_optim.to=lbfgs'], 'trick.switch_optim.to must be one of adam, adamw, sgd'),
     (['trick=tta', 'trick.tta.n=0'], 'trick.tta needs n >= 1 and beta in [0, 1]'),
     (['trick=tta', 'trick.tta.beta=2'], 'trick.tta needs n >= 1 and beta in [0, 1]'),
     (['trick=snapshot_ensemble', 'trick.snapshot_ensemble.cycles=0'], 'trick.snapshot_ensemble.cycles must be an integer >= 1'),

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from dlrunner.build import build_job
 from dlrunner.doctor import examine, repair
+from dlrunner.modes.doctor import attempt_repairs
 from tests.test_doctor import FAST
 
 SKIP = ["baselines", "capacity"]
@@ -21,7 +22,7 @@ def doctor_with_repair(make_cfg, tmp_path, *overrides):
     cfg = make_cfg(*FAST, *overrides)
     job = build_job(cfg, torch.device("cpu"), lambda m: None)
     ex = examine(job, tmp_path, {**OmegaConf.to_container(cfg.doctor, resolve=True), "skip": SKIP})
-    return ex, repair.attempt(ex, cfg, {}, tmp_path)
+    return ex, attempt_repairs(ex, cfg, {}, tmp_path)
 
 
 @pytest.mark.slow
@@ -80,7 +81,7 @@ def test_repair_raises_a_batch_too_small_for_batchnorm(make_cfg, tmp_path):
     cap = ex.findings["capacity"]
     assert cap.status in ("warn", "fail") and cap.details["small_batchnorm"] == 2
     assert "batch too small for BatchNorm" in cap.summary and "data.batch_size=32" in cap.items[-1].fix
-    fixes = repair.attempt(ex, cfg, {}, tmp_path)
+    fixes = attempt_repairs(ex, cfg, {}, tmp_path)
     fix = next(f for f in fixes if f.cause == "batch too small for BatchNorm")
     assert fix.cured is True and fix.override == ["data.batch_size=32"]
     assert fix.evidence.startswith("with data.batch_size=32: capacity pass")

@@ -1,6 +1,6 @@
-"""The package's map: every mode is a module of dlrunner.modes with `run(job)`, and the modules that
-moved into modes/, engine/ and reporting/ still answer at their old paths (a saved config's
-`_target_`, a user's notebook) as the very same module."""
+"""The package's map: every mode is a module of dlrunner.modes with `run(job)`, and the config
+builders that moved into engine/ and reporting/ still answer at their old paths (a saved config's
+`_target_`) as the very same module."""
 from __future__ import annotations
 
 import importlib

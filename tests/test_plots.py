@@ -78,7 +78,7 @@ def test_curves_draw_both_splits_inside_their_charts(tmp_path):
 
 
 def test_pictures_do_not_import_matplotlib(tmp_path):
-    code = ("import sys, torch; from dlrunner import plots; "
+    code = ("import sys, torch; from dlrunner.reporting import plots; "
             "plots.samples(torch.rand(4, 1, 8, 8), torch.arange(4), list('abcd'), 'image', sys.argv[1] + '/s.png'); "
             "plots.curves([{'epoch': 1, 'train/loss': 1.0, 'lr': 0.1}], sys.argv[1] + '/c.png'); "
             "plots.confusion([[1, 0], [0, 1]], ['a', 'b'], sys.argv[1] + '/m.png'); "

@@ -10,7 +10,7 @@ import pytest
 
 from dlrunner import sweep_tpe as tpe
 from dlrunner.sweep import fmt, propose, read_space
-from hydra_plugins.dlrun_importance_sweeper.stages import parse_duration
+from hydra_plugins.dlrun_importance_sweeper.settings import parse_duration
 from tests.test_sweep import rows, run_app, values
 
 SPACE = read_space({"optim": {"lr": [1e-4, 1e-1]}, "model": {"width": [4, 64], "act": ["relu", "gelu", "tanh"]}},

@@ -89,10 +89,10 @@ def test_trick_hooks_run_in_order_and_state_round_trips(make_cfg):
         def __init__(self, name):
             self.name, self.n = name, 0
 
-        def on_loss(self, loss, out, batch):
+        def on_batch(self, batch, step):
             calls.append(self.name)
             self.n += 1
-            return loss
+            return batch
 
         def state_dict(self):
             return {"n": self.n}
@@ -100,7 +100,7 @@ def test_trick_hooks_run_in_order_and_state_round_trips(make_cfg):
         def load_state_dict(self, s):
             self.n = s["n"]
     ts = Tricks([Recorder("a"), Recorder("b")])
-    ts.on_loss(torch.tensor(1.0), None, None)
+    ts.on_batch((torch.tensor(1.0), None), 0)
     assert calls == ["a", "b"]
     fresh = Tricks([Recorder("a"), Recorder("b")])
     fresh.load_state_dict(ts.state_dict())

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from dlrunner import runner
-from dlrunner.console import Reporter
+from dlrunner.modes import train as runner
+from dlrunner.reporting.console import Reporter
 from dlrunner.watch_rules import WINDOW, Rules
 from tests.test_tricks_cli import EXTRA, TRICKS
 

@@ -10,9 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig, OmegaConf
-
-from dlrunner.doctor import capacity, repair, training
+from dlrunner.doctor import capacity, training
 from dlrunner.doctor.data_look import data_look
 from dlrunner.doctor.gradient_flow import gradient_flow
 from dlrunner.doctor.logging_check import logging_sanity
@@ -71,19 +69,8 @@ def examine(job, run_dir: Path, opts: dict) -> Exam:
     return ex
 
 
-def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out) -> int:
-    """Build the configured job, examine it, report; returns the exit status (1 if a check failed)."""
-    from dlrunner.build import build_job, pick_device
-
-    t0 = time.time()
-    opts = OmegaConf.to_container(cfg.doctor, resolve=True) if cfg.get("doctor") is not None else {}
-    job = build_job(cfg, pick_device(str(cfg.device)), out.warn, choices)
-    out.info(f"dlrun doctor: {job.data.name} {job.data.sizes()} -> {type(job.base_model).__name__} on "
-             f"{job.device}, {job.precision.name}; run folder {run_dir}")
-    ex = examine(job, run_dir, opts)
-    if opts.get("repair"):
-        ex.repairs = repair.attempt(ex, cfg, choices, run_dir)
-    wall = time.time() - t0
-    print_report(ex, out.console, wall)
-    write_report(ex, run_dir, wall, OmegaConf.to_yaml(cfg, resolve=True))
+def report(ex: Exam, run_dir: Path, console, wall: float, config_yaml: str) -> int:
+    """Print the report and write doctor.md / doctor.json; returns the exit status (1 if a check failed)."""
+    print_report(ex, console, wall)
+    write_report(ex, run_dir, wall, config_yaml)
     return 1 if any(f.status == "fail" for f in ex.findings.values()) else 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from dlrunner import plots
+from dlrunner.reporting import plots
 from dlrunner.doctor import signatures
 from dlrunner.doctor.core import Exam, Finding
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dlrunner.doctor.core import Exam, Finding
-from dlrunner.loop import evaluate
+from dlrunner.engine.evaluate import evaluate
 
 
 def logging_sanity(ex: Exam) -> Finding:

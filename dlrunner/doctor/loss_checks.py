@@ -67,26 +67,7 @@ def loss_inputs(ex: Exam) -> Finding:
     with torch.no_grad(), ex.job.precision.autocast():
         out = model(x).float()
     model.train()
-    k = ex.num_classes
-    rows_one = bool(torch.allclose(out.sum(1), torch.ones(len(out), device=out.device), atol=1e-3))
-    cols_one = bool(torch.allclose(out.sum(0), torch.ones(out.shape[1], device=out.device), atol=1e-3))
-    in_unit = bool(((out >= 0) & (out <= 1)).all())
-    floor = math.log(math.e + k - 1) - 1
-    if in_unit and rows_one and len(out) != k:
-        f.add("fail", f"the outputs are probabilities (all in [0, 1], each row sums to 1) fed to a logits loss; "
-                      f"on one batch it cannot go below ln(e + C - 1) - 1 = {floor:.3f}",
-              "return logits: remove the softmax at the end of the model")
-    elif in_unit and cols_one and not rows_one:
-        f.add("fail", "softmax over the wrong dimension: columns of the output sum to 1, rows do not",
-              "softmax over dim=1 (classes), or better return logits")
-    elif in_unit:
-        f.add("warn", "all outputs are in [0, 1] (sigmoid probabilities?) for a logits loss",
-              "return logits: remove the final sigmoid")
-    elif signatures.nll_of_logits(loss_fn, out, y):
-        f.add("fail", "raw logits reach an NLL loss that expects log-probabilities",
-              "F.cross_entropy(logits, y), or F.nll_loss(F.log_softmax(logits, 1), y)")
-    else:
-        f.add("pass", f"logits in [{float(out.min()):.2f}, {float(out.max()):.2f}], rows are not probabilities")
+    judge_outputs(f, out, y, loss_fn, ex.num_classes)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loss = loss_fn(out, y)
@@ -110,3 +91,27 @@ def loss_inputs(ex: Exam) -> Finding:
         f.add("fail", "the loss does not change when the targets are shuffled: it ignores the labels",
               "pass the targets to the loss")
     return f
+
+
+def judge_outputs(f: Finding, out: torch.Tensor, y: torch.Tensor, loss_fn, k: int) -> None:
+    """What the model hands the loss (out: (N, C)): logits, probabilities, a softmax over the wrong
+    dimension, or logits fed to an NLL loss; one line added to `f`."""
+    rows_one = bool(torch.allclose(out.sum(1), torch.ones(len(out), device=out.device), atol=1e-3))
+    cols_one = bool(torch.allclose(out.sum(0), torch.ones(out.shape[1], device=out.device), atol=1e-3))
+    in_unit = bool(((out >= 0) & (out <= 1)).all())
+    floor = math.log(math.e + k - 1) - 1
+    if in_unit and rows_one and len(out) != k:
+        f.add("fail", f"the outputs are probabilities (all in [0, 1], each row sums to 1) fed to a logits loss; "
+                      f"on one batch it cannot go below ln(e + C - 1) - 1 = {floor:.3f}",
+              "return logits: remove the softmax at the end of the model")
+    elif in_unit and cols_one and not rows_one:
+        f.add("fail", "softmax over the wrong dimension: columns of the output sum to 1, rows do not",
+              "softmax over dim=1 (classes), or better return logits")
+    elif in_unit:
+        f.add("warn", "all outputs are in [0, 1] (sigmoid probabilities?) for a logits loss",
+              "return logits: remove the final sigmoid")
+    elif signatures.nll_of_logits(loss_fn, out, y):
+        f.add("fail", "raw logits reach an NLL loss that expects log-probabilities",
+              "F.cross_entropy(logits, y), or F.nll_loss(F.log_softmax(logits, 1), y)")
+    else:
+        f.add("pass", f"logits in [{float(out.min()):.2f}, {float(out.max()):.2f}], rows are not probabilities")

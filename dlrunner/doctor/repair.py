@@ -5,16 +5,24 @@ failing experiment is re-run on a job rebuilt with the remedy applied, and the r
 the symptom is gone and which override to use. Code-level causes keep pointing at the code."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from omegaconf import DictConfig, OmegaConf
+from typing import Any, Callable
 
 from dlrunner.doctor.core import Exam
 from dlrunner.doctor.training import fit_batch
 
 LR_FACTORS = (10.0, 100.0, 1e3, 1e4, 1e5)  # how far the LR search goes in the remedy's direction
+
+
+@dataclass
+class Knobs:
+    """The configured values a remedy starts from (None: the job has no such knob)."""
+
+    normalize: bool | None = None  # data.normalize
+    init: str | None = None  # model.init: the weight init's name
+    dropout: float | None = None  # model.dropout, 0-1
+    batch_size: int | None = None  # data.batch_size (None: auto or not a number)
 
 
 @dataclass
@@ -27,14 +35,15 @@ class Repair:
     evidence: str = ""
 
 
-def attempt(ex: Exam, cfg: DictConfig, choices: dict[str, str], run_dir: Path) -> list[Repair]:
-    """The remedies for what the examination found, each re-run on a rebuilt job."""
+def attempt(ex: Exam, knobs: Knobs, rebuild: Callable[[list[str]], Any], run_dir: Path) -> list[Repair]:
+    """The remedies for what the examination found, each re-run on the job `rebuild(overrides)`
+    builds with the remedy's overrides applied."""
     out = []
-    for cause, override, symptom in _remedies(ex, cfg):
+    for cause, override, symptom in _remedies(ex, knobs):
         if not override:
             out.append(Repair(cause, evidence=symptom))
             continue
-        cured, evidence = _rerun(ex, cfg, choices, run_dir, override, symptom)
+        cured, evidence = _rerun(ex, rebuild, run_dir, override, symptom)
         ex.reset()
         out.append(Repair(cause, override, cured, evidence))
     return out
@@ -45,19 +54,18 @@ def _failing(ex: Exam, key: str, word: str = "") -> bool:
     return f is not None and any(i.status in ("warn", "fail") and word in i.evidence for i in f.items)
 
 
-def _remedies(ex: Exam, cfg: DictConfig) -> list[tuple[str, list[str], str]]:
+def _remedies(ex: Exam, knobs: Knobs) -> list[tuple[str, list[str], str]]:
     """(cause, overrides, the symptom to re-check) for each remedy that applies; no overrides for a
     cause only the code can fix."""
     todo = []
-    data, model = cfg.get("data", {}), cfg.get("model", {})
     if _failing(ex, "data", "not normalized") or _failing(ex, "data", "raw 0-"):
-        if data.get("normalize") is False:
+        if knobs.normalize is False:
             todo.append(("inputs not normalized", ["data.normalize=true"], "data"))
         else:
             todo.append(("inputs not normalized", [], "the data builder ignores data.normalize: scale and normalize "
                                                       "the inputs in your data code"))
     elif _failing(ex, "gradients", "saturate"):
-        if "init" in model and model.get("init") != "glorot":
+        if knobs.init is not None and knobs.init != "glorot":
             todo.append(("a saturating init", ["model.init=glorot"], "gradients"))
         else:
             todo.append(("a saturating init", [], "initialize the layers before tanh/sigmoid smaller, in the model code"))
@@ -67,10 +75,9 @@ def _remedies(ex: Exam, cfg: DictConfig) -> list[tuple[str, list[str], str]]:
         lr = _lr_remedy(ex, causes)
         if lr:
             todo.append(lr)
-        drops = [float(model.get("dropout") or 0)]
-        if "too much regularization" in causes and "dropout" in model and drops[0] >= 0.3:
-            todo.append(("too much dropout", [f"model.dropout={drops[0] / 4:g}"], "overfit"))
-        if _small_batchnorm(ex) and "data" in cfg and int(data.get("batch_size") or 0) < 16:
+        if "too much regularization" in causes and knobs.dropout is not None and knobs.dropout >= 0.3:
+            todo.append(("too much dropout", [f"model.dropout={knobs.dropout / 4:g}"], "overfit"))
+        if _small_batchnorm(ex) and knobs.batch_size is not None and knobs.batch_size < 16:
             todo.append(("batch too small for BatchNorm", ["data.batch_size=32"], "overfit"))
     if _failing(ex, "capacity", "batch too small for BatchNorm") and not any(t[0].startswith("batch too") for t in todo):
         todo.append(("batch too small for BatchNorm", ["data.batch_size=32"], "capacity"))
@@ -106,17 +113,12 @@ def _small_batchnorm(ex: Exam) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ex.model.modules())
 
 
-def _rerun(ex: Exam, cfg: DictConfig, choices: dict[str, str], run_dir: Path, override: list[str],
+def _rerun(ex: Exam, rebuild: Callable[[list[str]], Any], run_dir: Path, override: list[str],
            symptom: str) -> tuple[bool, str]:
     """Rebuild the job with the override and re-run the check that showed the symptom."""
-    from dlrunner.build import build_job
     from dlrunner.doctor import CHECKS, examine
 
-    fixed = copy.deepcopy(cfg)
-    for o in override:
-        key, value = o.split("=", 1)
-        OmegaConf.update(fixed, key, _parse(value), merge=True)
-    job = build_job(fixed, ex.device, lambda m: None, choices)
+    job = rebuild(override)
     keep = {symptom, "overfit"} if symptom in ("data", "gradients") else {symptom}
     opts = {**ex.opts, "skip": [k for k in CHECKS if k not in keep], "repair": False}
     (run_dir / "repair").mkdir(exist_ok=True)
@@ -141,14 +143,6 @@ def _rerun(ex: Exam, cfg: DictConfig, choices: dict[str, str], run_dir: Path, ov
     if cured and symptom == "overfit":
         ev = f"single-batch loss now converges at lr {r['lr']:.1e} ({r['initial']:.3g} -> {r['final']:.3g})"
     return cured, ev
-
-
-def _parse(value: str):
-    try:
-        v = float(value)
-        return int(v) if value.lstrip("-").isdigit() else v
-    except ValueError:
-        return {"true": True, "false": False}.get(value, value)
 
 
 def lines(repairs: list[Repair]) -> list[str]:

@@ -2,7 +2,6 @@
 doctor.md + doctor.json in the run folder."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -10,6 +9,7 @@ from rich.table import Table
 
 from dlrunner.doctor.core import MARK, Exam
 from dlrunner.doctor.repair import lines as repair_lines
+from dlrunner.reporting.files import atomic_write, write_json
 
 STYLE = {"pass": "green", "skip": "dim", "warn": "yellow", "fail": "red"}
 
@@ -63,9 +63,7 @@ def write_report(ex: Exam, run_dir: Path, wall: float, config_yaml: str) -> None
     doc = {"status": "fail" if c["fail"] else "pass", "counts": c, "wall_time": wall,
            "checks": [f.to_dict() for f in ex.findings.values()], "causes": ex.causes,
            "repairs": [vars(r) for r in ex.repairs]}
-    tmp = run_dir / "doctor.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2, default=_plain))
-    tmp.replace(run_dir / "doctor.json")
+    write_json(doc, run_dir / "doctor.json", default=_plain)
     lines = ["# dlrun doctor", "", f"{c['pass']} passed, {c['warn']} warnings, {c['fail']} failed"
              + (f", {c['skip']} skipped" if c["skip"] else "") + f" in {wall:.1f}s.", "",
              "| | check | evidence | fix |", "|---|---|---|---|"]
@@ -85,7 +83,8 @@ def write_report(ex: Exam, run_dir: Path, wall: float, config_yaml: str) -> None
                   f"| {r['params']:,} |" for r in model.details["layers"]]
     lines += ["", "The input grid the net receives is in samples.png.", "", "## Config", "", "```yaml",
               config_yaml.rstrip(), "```", ""]
-    (run_dir / "doctor.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    atomic_write(run_dir / "doctor.md", lambda f: f.write(text))
 
 
 def _md(s: str) -> str:

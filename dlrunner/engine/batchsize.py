@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dlrunner.data.core import DataBundle
 from dlrunner.engine.checkpoint import snapshot
 from dlrunner.engine.oom import free_memory
 from dlrunner.engine.precision import Precision
@@ -78,3 +79,28 @@ def find_batch_size(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: tor
     model.load_state_dict(saved)
     model.train(was_training)
     return best, trials
+
+
+def auto_batch_size(model: nn.Module, loss_fn: Callable, data: DataBundle, precision: Precision,
+                    device: torch.device, note: Callable[[str], None]) -> int:
+    """data.batch_size=auto (dlrunner.engine.batchsize). In a data-parallel run each process probes its
+    own share; the ranks agree on the smallest, and the global batch is that times their number."""
+    from dlrunner.engine import distributed
+
+    train = data.train
+    if hasattr(train, "x"):
+        x, y = train.x, train.y
+    else:  # a streamed Dataset: enough samples for the largest probe
+        k = min(len(train), cap(len(train)))
+        items = [train[i] for i in range(k)]
+        x, y = torch.stack([torch.as_tensor(a) for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
+    size, trials = find_batch_size(model, loss_fn, x, y, precision, device)
+    world = distributed.current()
+    if world.active:
+        t = torch.tensor([size], device=device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        size = int(t.item()) * world.size
+    data.extra["batch_size_auto"] = {"batch_size": size, "trials": trials}
+    tried = ", ".join(f"{t['batch_size']}{'' if t['fits'] else ' (too big)'}" for t in trials)
+    note(f"data.batch_size=auto: {size} (tried {tried})")
+    return size

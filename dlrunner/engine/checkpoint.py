@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlrunner.errors import DlrunError
-from dlrunner.reporting.files import atomic_write
+from dlrunner.reporting.files import atomic_make, atomic_write
 
 if TYPE_CHECKING:
     from dlrunner.engine.job import Job
@@ -32,13 +32,12 @@ def save(payload: dict[str, Any], path: str | Path) -> Path:
 def link(src: Path, dst: Path) -> None:
     """Make dst the same checkpoint as src without rewriting it: a hard link (saves replace files,
     never write into them, so dst keeps this version), or a copy where links are not supported."""
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    def make(tmp: Path) -> None:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+    atomic_make(dst, make)
 
 
 def resolve(path: str | Path) -> Path:

@@ -33,6 +33,7 @@ class Job:
     make_schedule: Callable[[torch.optim.Optimizer], Any]  # the configured schedule over the whole run
     full_model: nn.Module | None = None  # set when `model` trains only part of it (precompute)
     watch: Any = None  # the run's watchdog (dlrunner.watch), set by the runner
+    peak_lr: float | None = None  # the LR a trick found for the schedule to peak at (lr_finder): onecycle's max_lr
 
     @property
     def steps_per_epoch(self) -> int:

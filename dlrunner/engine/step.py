@@ -64,7 +64,7 @@ class Backward:
             xs, ys = (x, y) if len(parts) == 1 else (x[lo:hi], y[lo:hi])
             with self.precision.autocast():
                 out = self.forward(xs)  # (B, K) logits
-                loss = self.tricks.on_loss(self.loss_fn(out, ys), out, (xs, ys))
+                loss = self.loss_fn(out, ys)
             if check:
                 check_finite(loss, step, (x, y), self.any_rank)
             factor = share(weight, lo, hi, n)

@@ -1,4 +1,4 @@
-"""Small shared pieces: activation lookup, input modality, and the model ladders."""
+"""Small shared pieces: activation lookup, input modality, and the model ladders (conf/ladder.yaml)."""
 
 from __future__ import annotations
 
@@ -49,11 +49,9 @@ def modality(in_shape: Sequence[int]) -> str:
 
 def ladder(kind: str) -> list[str]:
     """Model config names for a modality, simplest first: climb only when a rung underfits."""
-    ladders = {
-        "image": ["lenet", "resnet", "resnet18", "resnet34", "resnet50"],
-        "sequence": ["lstm", "conv1d", "transformer"],
-        "tabular": ["mlp"],
-    }
+    from dlrunner.conf_lists import ladders as read_ladders
+
+    ladders = read_ladders()  # conf/ladder.yaml
     if kind not in ladders:
         raise DlrunError(f"unknown modality {kind!r}; choose one of: {', '.join(ladders)}")
     return list(ladders[kind])

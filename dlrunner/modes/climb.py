@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import signal
 from collections.abc import Callable
 from dataclasses import asdict
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlrunner.reporting import rundir
 from dlrunner.reporting.console import Reporter
-from dlrunner.reporting.files import atomic_write
+from dlrunner.reporting.files import atomic_write, write_json
 from dlrunner.errors import DlrunError
 from dlrunner.modes import ModeRun
 from dlrunner.modes.climb_rung import Launcher, Result, Rung, earlier_rungs
@@ -223,7 +222,7 @@ def write(run_dir: Path, record: dict, results: list[Result], rungs: list[Rung],
     rows = [asdict(r) for r in results]
     rest = [{"rung": g.index, "label": g.label, "overrides": g.own} for g in rungs if g.index not in trained]
     record = {**record, "chosen": asdict(best) if best else None, "rungs": rows, "not_trained": rest}
-    atomic_write(run_dir / "climb.json", lambda f: f.write(json.dumps(record, indent=2) + "\n"))
+    write_json(record, run_dir / "climb.json")
 
     def write_csv(f) -> None:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")

@@ -25,6 +25,7 @@ from torch import nn
 from dlrunner.engine import checkpoint
 from dlrunner.reporting.analysis import split_inputs
 from dlrunner.reporting.console import Reporter
+from dlrunner.reporting.files import write_json
 from dlrunner.errors import DlrunError
 from dlrunner.modes import ModeRun
 from dlrunner.modes.predict import expectation, rebuild
@@ -168,7 +169,7 @@ def write_safetensors(net: nn.Module, example: torch.Tensor, path: Path, ckpt: d
     meta = preprocessing(ckpt["data"])
     sidecar = {"format": SIDECAR_FORMAT, "model": node, "data": meta, "config": ckpt["config"],
                "class": type(net).__name__}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2))
+    write_json(sidecar, path.with_suffix(".json"))
 
 
 def load_safetensors(path: str | Path) -> nn.Module:
@@ -221,7 +222,7 @@ def export(cfg: DictConfig, run_dir: Path, out: Reporter) -> float:
         reference = net(x).float()
     path = Path(run_dir) / FORMATS[fmt]
     WRITERS[fmt][0](net, x[:2], path, ckpt)
-    (Path(run_dir) / "preprocessing.json").write_text(json.dumps(preprocessing(ckpt["data"]), indent=2))
+    write_json(preprocessing(ckpt["data"]), Path(run_dir) / "preprocessing.json")
     diff = check(fmt, path, reference, x)
     if not diff <= TOLERANCE:  # also catches NaN
         dtypes = sorted({str(p.dtype).replace("torch.", "") for p in net.parameters()} - {"float32"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -40,28 +41,17 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
     mode=final: train on train+val without validation, then score the test split once (final.py)."""
     t_start, timings, world = time.time(), Timings(), distributed.current()
     device = pick_device(distributed.pick_device(str(cfg.device), world))
-    key = config_key(cfg)
-    # rank 0 alone looks (its resume.json marks the old run taken; the others must not race it)
-    resume_path = distributed.on_main(lambda: find_resume(cfg, run_dir, key, out), world)
-    ckpt = checkpoint.load(resume_path) if resume_path else None  # fail on a bad file before any work
-    if ckpt and ckpt["config"] and config_key(OmegaConf.create(ckpt["config"])) != key:
-        raise DlrunError(f"resume: {resume_path} was trained with a different config; "
-                         "resume with the same overrides (see its .hydra/overrides.yaml)")
+    key, resume_path, ckpt = resume_point(cfg, run_dir, world, out)
     loggers = build_loggers(cfg.get("logger"), out.warn)  # a missing package stops here, before any work
     loggers = loggers if world.main else None  # rank 0 alone writes
     job = prepare(cfg, device, choices, out, world)
-    ckdir = run_dir / "checkpoints"
-    if world.main:
-        ckdir.mkdir(parents=True, exist_ok=True)
-        (ckdir / "config_key.txt").write_text(key)
-        rundir.claim(run_dir, run_dir)  # a resume=auto in another terminal must not continue this run meanwhile
+    ckdir = claim(run_dir, key, world)
     state, painter = TrainState(), Painter(out.warn)
     meter, sample = start(cfg, job, state, ckpt, resume_path, run_dir, painter, out, world)
     n_params = announce(job, run_dir, out)
     saver = checkpoint.Checkpointer(ckdir, float(cfg.checkpoint_interval)) if world.main else checkpoint.Discard()
     if loggers:
-        loggers.start(run_dir, OmegaConf.to_container(cfg, resolve=True), job.data, sample, state.history,
-                      resume_path.parent.parent.resolve() if resume_path else None)
+        start_loggers(loggers, cfg, job, state, run_dir, sample, resume_path)
     # out-of-memory recovery in one process (several would have to agree on it: not yet)
     oom = OOMGuard(device, out.warn) if not world.active else None
     timings.add("build", time.perf_counter() - timings.start)
@@ -80,22 +70,61 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], out: Reporter
                       extra={**(extra or {}), **run_extras(world, device, state, oom, job)},
                       timings=timings, painter=painter)
 
+    guarded_epochs(cfg, job, state, meter, saver, run_dir, out, loggers, oom, painter, close)
+    paused = state.epoch < int(cfg.epochs)  # stop_after: last.pt holds the state to continue from
+    if not paused:
+        job.tricks.on_train_end()
+    return close("paused" if paused else "completed")
+
+
+def resume_point(cfg: DictConfig, run_dir: Path, world: distributed.World,
+                 out: Reporter) -> tuple[str, Path | None, dict | None]:
+    """The run's config key, and the checkpoint it continues from (path and contents) if any."""
+    key = config_key(cfg)
+    # rank 0 alone looks (its resume.json marks the old run taken; the others must not race it)
+    resume_path = distributed.on_main(lambda: find_resume(cfg, run_dir, key, out), world)
+    ckpt = checkpoint.load(resume_path) if resume_path else None  # fail on a bad file before any work
+    if ckpt and ckpt["config"] and config_key(OmegaConf.create(ckpt["config"])) != key:
+        raise DlrunError(f"resume: {resume_path} was trained with a different config; "
+                         "resume with the same overrides (see its .hydra/overrides.yaml)")
+    return key, resume_path, ckpt
+
+
+def claim(run_dir: Path, key: str, world: distributed.World) -> Path:
+    """The run's checkpoints folder, marked with the config key (rank 0 writes it)."""
+    ckdir = run_dir / "checkpoints"
+    if world.main:
+        ckdir.mkdir(parents=True, exist_ok=True)
+        (ckdir / "config_key.txt").write_text(key)
+        rundir.claim(run_dir, run_dir)  # a resume=auto in another terminal must not continue this run meanwhile
+    return ckdir
+
+
+def start_loggers(loggers: Loggers, cfg: DictConfig, job: Job, state: TrainState, run_dir: Path,
+                  sample: tuple | None, resume_path: Path | None) -> None:
+    """Open the trackers with the resolved config, the data, a first batch and the history so far."""
+    loggers.start(run_dir, OmegaConf.to_container(cfg, resolve=True), job.data, sample, state.history,
+                  resume_path.parent.parent.resolve() if resume_path else None)
+
+
+def guarded_epochs(cfg: DictConfig, job: Job, state: TrainState, meter: Meter, saver: checkpoint.Checkpointer,
+                   run_dir: Path, out: Reporter, loggers: Loggers | None, oom: OOMGuard | None, painter: Painter,
+                   close: Callable[[str, dict | None], float]) -> None:
+    """run_epochs under the stop signal. A run that training leaves by an exception is closed with
+    how it ended (`close(status, extra)`) before the exception goes on; a non-finite loss goes on
+    as the one-line TrainingDiverged."""
+    world, device = distributed.current(), job.device
     # ranks agree on a stop every step on a CPU (cheap), every log_every steps on a GPU (a sync)
     with StopSignal(world, device, 1 if device.type == "cpu" else int(cfg.log_every)) as stop:
         try:
             run_epochs(cfg, job, state, meter, stop, saver, run_dir, out, loggers, oom, painter=painter)
         except Exception as e:  # keep the last finished epoch on disk, record how it ended, show why
             saver.flush()  # an interrupt between epochs: the finished epoch's state is still pending
-            status, extra = ending(e, job, state, ckdir, out)
-            close(status, extra)
+            close(*ending(e, job, state, run_dir / "checkpoints", out))
             if isinstance(e, NonFiniteLoss):
                 raise TrainingDiverged(f"training stopped: non-finite loss at epoch {state.epoch + 1}, step {e.step}; "
                                        f"details in {run_dir / 'summary.json'}") from None
             raise
-    paused = state.epoch < int(cfg.epochs)  # stop_after: last.pt holds the state to continue from
-    if not paused:
-        job.tricks.on_train_end()
-    return close("paused" if paused else "completed")
 
 
 def ending(e: Exception, job: Job, state: TrainState, ckdir: Path, out: Reporter) -> tuple[str, dict | None]:

@@ -13,14 +13,23 @@ from typing import IO, Any, Callable
 def atomic_write(path: str | Path, write: Callable[[IO], Any], binary: bool = False, fsync: bool = False) -> Path:
     """Call `write(f)` on a temporary file, then rename it to `path`. fsync: on disk before the
     rename (a checkpoint must survive a power cut, not only a crash)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    def make(tmp: Path) -> None:
         with open(tmp, "wb") if binary else open(tmp, "w", newline="") as f:
             write(f)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
+    return atomic_make(path, make)
+
+
+def atomic_make(path: str | Path, make: Callable[[Path], Any]) -> Path:
+    """Let `make(tmp)` create the temporary file (write it, or link another file there), then
+    rename it to `path`; a failure leaves no temporary file behind."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)  # a killed writer of this process id's left-over
+    try:
+        make(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -28,9 +37,10 @@ def atomic_write(path: str | Path, write: Callable[[IO], Any], binary: bool = Fa
     return path
 
 
-def write_json(obj: Any, path: str | Path, compact: bool = False) -> Path:
-    """JSON, indented unless `compact`; values JSON has no type for (paths, dtypes) as their text."""
-    text = json.dumps(obj, default=str) if compact else json.dumps(obj, indent=2, default=str)
+def write_json(obj: Any, path: str | Path, compact: bool = False, default: Callable[[Any], Any] = str) -> Path:
+    """JSON, indented unless `compact`; values JSON has no type for (paths, dtypes) go through
+    `default` (their text unless told otherwise)."""
+    text = json.dumps(obj, default=default) if compact else json.dumps(obj, indent=2, default=default)
     return atomic_write(path, lambda f: f.write(text))
 
 

@@ -8,10 +8,10 @@
     for epoch in range(epochs):
         parts = trick.on_epoch_start(epoch)             # e.g. unfreeze a layer group, switch the optimizer
         for step, (x, y) in batches:
-            x, y = trick.on_batch((x, y), step)
+            x, y = trick.on_batch((x, y), step)         # e.g. mixup, label smoothing (soft targets)
             with precision.autocast():
                 out = model(x)
-                loss = trick.on_loss(loss_fn(out, y), out, (x, y))
+                loss = loss_fn(out, y)
             precision.backward(loss); precision.unscale(opt)
             trick.after_backward(model, step)           # e.g. clip: gradients are unscaled here
             precision.step(opt); schedule.step()
@@ -76,9 +76,6 @@ class Trick:
 
     def on_batch(self, batch: tuple, step: int) -> tuple:
         return batch
-
-    def on_loss(self, loss: torch.Tensor, out: torch.Tensor, batch: tuple) -> torch.Tensor:
-        return loss
 
     def after_backward(self, model: nn.Module, step: int) -> None:
         pass
@@ -168,9 +165,11 @@ class Tricks:
             self.apply(t.bind(View(job)))
 
     def apply(self, parts: Parts | None) -> None:
-        """The one place a trick's replacement (optimizer, schedule, model, batches) enters the job."""
+        """The one place a trick's replacement (optimizer, schedule, model, batches, peak LR) enters the job."""
         for name, value in (parts.items() if parts is not None else []):
             setattr(self.job, name, value)
+        if parts is not None and parts.peak_lr is not None and parts.schedule is None:
+            self.job.schedule = self.job.make_schedule(self.job.optimizer)  # the schedule over the run, on the new peak
 
     def before_fit(self, run_dir: Path) -> None:
         for t in self.items:
@@ -200,11 +199,6 @@ class Tricks:
         for t in self.items:
             batch = t.on_batch(batch, step)
         return batch
-
-    def on_loss(self, loss: torch.Tensor, out: torch.Tensor, batch: tuple) -> torch.Tensor:
-        for t in self.items:
-            loss = t.on_loss(loss, out, batch)
-        return loss
 
     def after_backward(self, model: nn.Module, step: int) -> None:
         for t in self.items:

@@ -1,5 +1,7 @@
 """What a trick sees of the run, and how it changes it: a read-only view of the built job, and
-`Parts`, the replacements a hook returns (a new optimizer, schedule, model or batch source).
+`Parts`, the replacements a hook returns (a new optimizer, schedule, model or batch source, or the
+LR the schedule is to peak at). No trick changes another: one that finds a value another uses
+declares it here, and the other reads it from the job.
 Tricks.apply puts them into the job, the one place a trick's change lands: the loop reads them
 afresh every epoch, and they are what the checkpoint saves."""
 from __future__ import annotations
@@ -19,6 +21,9 @@ class Parts:
     train: Any = None  # batch sources
     val: Any = None
     test: Any = None
+    # the LR the schedule is to peak at (lr_finder's suggestion): the job keeps it, and without a
+    # new `schedule` alongside, the schedule is rebuilt on it (a schedule trick such as onecycle reads it)
+    peak_lr: float | None = None
 
     def items(self) -> list[tuple[str, Any]]:
         return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]

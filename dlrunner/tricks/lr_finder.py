@@ -177,16 +177,14 @@ class LRFinder(Trick):
         return self._apply(value)
 
     def _apply(self, value: float) -> Parts:
-        """The suggestion as the (largest) group LR, the cycle's peak under onecycle; the schedule rebuilt
-        on it. Discriminative LRs (gradual_unfreezing) keep their ratios to the largest one."""
+        """The suggestion as the (largest) group LR and as the run's peak LR (onecycle's max_lr); the
+        schedule is rebuilt on it (Tricks.apply). Discriminative LRs (gradual_unfreezing) keep their
+        ratios to the largest one."""
         top = max(g["lr"] for g in self.job.optimizer.param_groups)
         for group in self.job.optimizer.param_groups:
             # initial_lr: what a rebuilt scheduler starts from
             group["lr"] = group["initial_lr"] = value * group["lr"] / top
-        for t in self.job.tricks:
-            if getattr(t, "name", None) == "onecycle":
-                t.max_lr = value
-        return Parts(schedule=self.job.make_schedule(self.job.optimizer))
+        return Parts(peak_lr=value)
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         return {} if self.suggestion is None else {"lr_finder/suggestion": self.suggestion}
@@ -197,14 +195,13 @@ class LRFinder(Trick):
         return {"suggestion": self.suggestion, "rule": self.rule, "lrs": list(self.curve[0]),
                 "losses": list(self.curve[1])}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> Parts | None:
         if not state:
-            return
+            return None
         self.suggestion, self.curve = float(state["suggestion"]), (list(state["lrs"]), list(state["losses"]))
-        # the resumed optimizer/schedule states carry the LR and the peak; keep the onecycle trick in step
-        for t in self.job.tricks if self.job is not None else []:
-            if getattr(t, "name", None) == "onecycle":
-                t.max_lr = self.suggestion
+        # the run's peak again (a schedule rebuilt later peaks there); the resumed optimizer and schedule
+        # states, loaded after this, carry the LR and the cycle themselves
+        return Parts(peak_lr=self.suggestion)
 
     def report(self) -> dict:
         return {"suggestion": self.suggestion, "rule": self.rule, "points": len(self.curve[0])}

@@ -16,9 +16,17 @@ class OneCycle(Trick):
 
     def __init__(self, max_lr: float | None = None, pct_start: float = 0.25, div_factor: float = 25.0,
                  final_div_factor: float = 1e4, base_momentum: float = 0.85, max_momentum: float = 0.95):
-        self.max_lr, self.pct_start = max_lr, pct_start
+        self.configured_max_lr, self.pct_start = max_lr, pct_start
         self.div_factor, self.final_div_factor = div_factor, final_div_factor
         self.base_momentum, self.max_momentum = base_momentum, max_momentum
+        self.job = None
+
+    @property
+    def max_lr(self) -> float | None:
+        """The cycle's peak: the LR another trick found for this run (lr_finder: the job's peak_lr),
+        else the configured max_lr (None: the optimizer's LR)."""
+        peak = self.job.peak_lr if self.job is not None else None
+        return peak if peak is not None else self.configured_max_lr
 
     def schedule(self, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
         return schedules.onecycle(optimizer, total_steps, steps_per_epoch, max_lr=self.max_lr,
@@ -30,7 +38,7 @@ class OneCycle(Trick):
         self.job = job
 
     def report(self) -> dict:
-        groups = self.job.optimizer.param_groups if hasattr(self, "job") else []
+        groups = self.job.optimizer.param_groups if self.job is not None else []
         peaks = [g["max_lr"] for g in groups if "max_lr" in g]
         return {"max_lr": max(peaks) if peaks else self.max_lr, "pct_start": self.pct_start,
                 "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}

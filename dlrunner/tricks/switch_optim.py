@@ -5,16 +5,15 @@ Suggested: Adam/AdamW early, SGD with momentum late, at ~half of training; SGD n
 LR than Adam (e.g. 1e-2 to 1e-1 vs 3e-4). Owns the schedule (constant LR after the switch)."""
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from torch.optim.lr_scheduler import LambdaLR
 
-from dlrunner.engine import optim
+from dlrunner import conf_lists
 from dlrunner.errors import DlrunError
 from dlrunner.tricks.base import Trick
 from dlrunner.tricks.context import Parts
-
-BUILDERS = {"sgd": optim.sgd, "adam": optim.adam, "adamw": optim.adamw}
 
 
 class SwitchOptim(Trick):
@@ -23,13 +22,16 @@ class SwitchOptim(Trick):
 
     def __init__(self, to: str = "sgd", at_epoch: int | None = None, lr: float = 0.01, momentum: float = 0.9,
                  nesterov: bool = False, weight_decay: float = 0.0):
-        if to not in BUILDERS:
-            raise DlrunError(f"trick.switch_optim.to must be one of {', '.join(BUILDERS)}; got {to!r}")
+        optimizers = conf_lists.names("optim")  # conf/optim/ is the list of optimizers
+        if to not in optimizers:
+            raise DlrunError(f"trick.switch_optim.to must be one of {', '.join(optimizers)}; got {to!r}")
         if not lr > 0:
             raise DlrunError(f"trick.switch_optim.lr must be > 0, got {lr}")
         self.to, self.at_epoch, self.lr = to, at_epoch, float(lr)
-        self.kw = {"momentum": momentum, "nesterov": nesterov} if to == "sgd" else {}
-        self.kw["weight_decay"] = weight_decay
+        self.builder, defaults = _builder(to)
+        # the `to` optimizer's conf file, with this trick's momentum / nesterov where it has them (sgd)
+        self.kw = {**defaults, **{k: v for k, v in (("momentum", momentum), ("nesterov", nesterov)) if k in defaults},
+                   "weight_decay": weight_decay}
         self.job, self.switched = None, False
 
     def bind(self, job: Any) -> None:
@@ -40,7 +42,7 @@ class SwitchOptim(Trick):
 
     def _switch(self) -> Parts:
         params = [p for g in self.job.optimizer.param_groups for p in g["params"]]
-        optimizer = BUILDERS[self.to](params, lr=self.lr, **self.kw)
+        optimizer = self.builder(params, **{**self.kw, "lr": self.lr})
         self.switched = True
         return Parts(optimizer=optimizer, schedule=LambdaLR(optimizer, lambda step: 1.0))
 
@@ -60,3 +62,12 @@ class SwitchOptim(Trick):
 
     def report(self) -> dict:
         return {"to": self.to, "at_epoch": self.at_epoch, "lr": self.lr, "switched": self.switched}
+
+
+def _builder(name: str) -> tuple[Any, dict]:
+    """conf/optim/NAME.yaml's builder and its keys (the optimizer's settings there, `lr` aside)."""
+    keys = conf_lists.node("optim", name)
+    module, _, attr = str(keys.pop("_target_")).rpartition(".")
+    keys.pop("_partial_", None)
+    keys.pop("lr", None)
+    return getattr(importlib.import_module(module), attr), keys

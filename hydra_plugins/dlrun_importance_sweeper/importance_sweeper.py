@@ -6,6 +6,7 @@ Trials go through whichever Hydra launcher is configured (`self.launcher.launch`
 sweep runs in-process, on joblib, Ray or SLURM. The search settings live in the job config's
 `sweep:` block (conf/sweep/importance.yaml), so they are overridable like any other key."""
 
+import json
 import math
 import sys
 import time
@@ -22,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from rich.console import Console
 
 from dlrunner import sweep as sw
-from dlrunner import sweep_tpe as tpe
 from dlrunner.errors import DlrunError
 from hydra_plugins.dlrun_importance_sweeper import placement
+from hydra_plugins.dlrun_importance_sweeper.results import Results, _key
 from hydra_plugins.dlrun_importance_sweeper.stages import Stages
 
 _ABSENT = object()
@@ -61,7 +62,7 @@ def _gpus_per_ray_trial(config: DictConfig) -> None:
             remote.num_gpus = want
 
 
-class ImportanceSweeper(Stages, Sweeper):
+class ImportanceSweeper(Stages, Results, Sweeper):
     def __init__(self) -> None:
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
@@ -183,7 +184,7 @@ class ImportanceSweeper(Stages, Sweeper):
         t.time = per_job
         try:
             t.run_dir = str(r.hydra_cfg.hydra.runtime.output_dir)
-            summary = sw.json.loads((Path(t.run_dir) / "summary.json").read_text())
+            summary = json.loads((Path(t.run_dir) / "summary.json").read_text())
             t.time = float(summary.get("wall_time", per_job))
         except Exception:  # no summary (a crash before training): the batch's mean time
             pass
@@ -225,7 +226,7 @@ class ImportanceSweeper(Stages, Sweeper):
             if str(d.resolve()) in known or not (summary.exists() and over.exists()):
                 continue
             try:
-                info = sw.json.loads(summary.read_text())
+                info = json.loads(summary.read_text())
                 args = [str(a) for a in OmegaConf.load(over)]
             except Exception:  # a half-written file: the trial runs again
                 continue
@@ -292,59 +293,6 @@ class ImportanceSweeper(Stages, Sweeper):
     def _best(self, trials: list[sw.Trial]) -> sw.Trial | None:
         ok = [t for t in trials if t.ok]
         return (min if self.lower else max)(ok, key=lambda t: t.metric) if ok else None
-
-    def _table(self, name: str, trials: list[sw.Trial]) -> None:
-        inc_key = self.inc["trials"][0].key if getattr(self, "inc", None) else None
-        self.console.print(sw.stage_table(name, trials, self.metric, inc_key))
-
-    def _measured(self) -> dict[str, float]:
-        """fANOVA importance over every searched trial (empty when it cannot be estimated)."""
-        if not self.params:
-            return {}
-        try:
-            return tpe.importance(self.params, self._history(), self.lower)
-        except DlrunError:
-            raise
-        except Exception as e:  # an estimate is a report: never lose the sweep over it
-            self.console.print(f"importance not measured: {e}")
-            return {}
-
-    def _finish(self, stopped: str) -> None:
-        inc = getattr(self, "inc", None)
-        measured = self._measured()
-        tiers = {k: i + 1 for i, t in enumerate(self.s.get("tiers") or []) for k in t}  # the guides', not sweep.order's
-        result = {"optimized_metric": self.metric, "stopped": stopped or None, "trials": len(self.trials),
-                  "failed": sum(t.status == "failed" for t in self.trials), "measured": measured,
-                  "params": {k: {"importance": measured.get(k), "tier": tiers.get(k)} for k in self.params},
-                  "stages": self.stages}
-        if inc:
-            result["best"] = {"values": inc["values"], "metric": _mean(inc["trials"]),
-                              "seeds": [t.seed for t in inc["trials"]], "trials": [t.trial for t in inc["trials"]]}
-            keep = [a for a in self.base if _key(a) != "seed" and not _key(a).startswith(("sweep", "hydra"))]
-            command = " ".join(["dlrun --config-dir", str(self.dir.resolve()), "+best=best", *keep])
-            (self.dir / "best").mkdir(exist_ok=True)
-            text = sw.best_yaml(inc["values"], self.groups, self.metric, _mean(inc["trials"]), command)
-            (self.dir / "best.yaml").write_text(text)
-            (self.dir / "best" / "best.yaml").write_text(text)
-            self.console.print(f"best {self.metric} {_mean(inc['trials']):.4f} (mean of {len(inc['trials'])} seeds): "
-                               + (" ".join(f"{k}={v}" for k, v in sorted(inc["values"].items())) or "the defaults"))
-            self.console.print(f"re-run it: {command}")
-        sw.write_json(self.dir / "importance.json", result)
-        if measured:
-            try:
-                sw.importance_plot(measured, tiers, self.metric, self.dir / "importance.png")
-            except Exception as e:  # a plot is a convenience: never lose the sweep over it
-                self.console.print(f"importance.png not written: {e}")
-        (self.dir / "stages.txt").write_text(self.console.export_text())
-        self.console.print(f"sweep dir: {self.dir} (trials.csv, importance.json, best.yaml)")
-
-
-def _key(arg: str) -> str:
-    return arg.split("=", 1)[0].lstrip("+~")
-
-
-def _mean(trials: list[sw.Trial]) -> float:
-    return sum(t.metric for t in trials) / len(trials) if trials else float("nan")
 
 
 def _one_line(e: Any) -> str:
