@@ -10,7 +10,7 @@ import pytest
 
 from dlrunner import sweep_tpe as tpe
 from dlrunner.sweep import fmt, propose, read_space
-from hydra_plugins.dlrun_importance_sweeper.settings import parse_duration
+from hydra_plugins.dlrun_importance_sweeper.settings import parse_budget, parse_duration
 from tests.test_sweep import rows, run_app, values
 
 SPACE = read_space({"optim": {"lr": [1e-4, 1e-1]}, "model": {"width": [4, 64], "act": ["relu", "gelu", "tanh"]}},
@@ -58,6 +58,7 @@ def test_importance_is_measured_over_all_trials():
 def test_durations():
     assert parse_duration("30m") == 1800 and parse_duration("2h") == 7200 and parse_duration(90) == 90
     assert parse_duration("45s") == 45 and parse_duration(None) is None
+    assert parse_budget(24, 10) == 24 and parse_budget("240ep", 10) == 24 and parse_budget("200 epochs", 20) == 10
 
 
 def test_an_earlier_sweeps_measured_order_becomes_the_tiers(tmp_path):
@@ -143,7 +144,9 @@ def test_trials_per_gpu_runs_that_many_trials_at_once(tmp_path):
 @pytest.mark.parametrize("promote", [None, 0.25])
 def test_successive_halving_continues_the_best_short_runs(tmp_path, promote):
     share = promote or 1 / 3  # sweep.promote, else 1/k
-    res = run_app(tmp_path, "sweep=importance", "sweep.budget=12", "sweep.halving=3", "epochs=9",
+    # the budget in trials, or in epochs (12 whole runs of 9 epochs)
+    budget = "sweep.budget=108ep" if promote else "sweep.budget=12"
+    res = run_app(tmp_path, "sweep=importance", budget, "sweep.halving=3", "epochs=9",
                   "sweep.space.model.depth=[1,2]", *([f"sweep.promote={promote}"] if promote else []))
     assert res.returncode == 0, res.stderr[-3000:]
     trials = rows(tmp_path)

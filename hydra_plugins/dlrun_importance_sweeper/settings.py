@@ -1,5 +1,6 @@
-"""Two `sweep:` settings that take more than a type check: `sweep.time_budget` (a duration) and
-`sweep.order` (an earlier sweep's measured importance as the tiers)."""
+"""The `sweep:` settings that take more than a type check: `sweep.time_budget` (a duration),
+`sweep.order` (an earlier sweep's measured importance as the tiers) and successive halving
+(`sweep.halving`, `sweep.promote`), and `sweep.budget` in trials or epochs."""
 from __future__ import annotations
 
 import json
@@ -34,3 +35,29 @@ def measured_order(path: str) -> list[str]:
     if not measured:
         raise DlrunError(f"sweep.order={path}: that sweep measured no importance")
     return sorted(measured, key=lambda k: -measured[k])
+
+
+def halving(s: Any, epochs: int) -> tuple[int, int, float]:
+    """(k, rung epochs, promoted share): with sweep.halving=k > 1 a point first trains epochs // k
+    epochs, then the best share of a stage's points (sweep.promote, else 1/k) continue to `epochs`."""
+    k = int(s.get("halving") or 1)
+    rung = max(1, epochs // k)
+    if k <= 1 or rung >= epochs:  # a one-epoch job: whole runs
+        k, rung = 1, epochs
+    share = s.get("promote")
+    share = 1 / k if share is None else float(share)
+    if not 0 < share <= 1:
+        raise DlrunError(f"sweep.promote must be in (0, 1] (the share of short runs continued), got {share}")
+    return k, rung, share
+
+
+def parse_budget(v: Any, epochs: int) -> int:
+    """`sweep.budget`: trials (24), or epochs in all (`240ep`, `240 epochs`), counted as whole runs of
+    the job's `epochs` (successive halving spends them on more, shorter runs)."""
+    text = str(v).strip().lower().replace(" ", "")
+    try:
+        if text.endswith(("ep", "epochs")):
+            return round(float(text.removesuffix("epochs").removesuffix("ep")) / max(1, epochs))
+        return int(text)
+    except ValueError:
+        raise DlrunError(f"sweep.budget={v!r}: give trials (24) or epochs in all (240ep)") from None

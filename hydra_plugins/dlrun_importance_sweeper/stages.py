@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from dlrunner import sweep as sw
 from dlrunner import sweep_tpe as tpe
 from dlrunner.errors import DlrunError
-from hydra_plugins.dlrun_importance_sweeper.settings import measured_order, parse_duration
+from hydra_plugins.dlrun_importance_sweeper.settings import halving, measured_order, parse_budget, parse_duration
 
 _ABSENT = object()
 
@@ -49,7 +49,7 @@ class Stages:
         return tiers
 
     def _run_all(self) -> None:
-        budget = int(self.s["budget"])
+        budget = parse_budget(self.s["budget"], int(self.config.get("epochs", 1)))
         self.tiers = self._tiers()
         unknown = [k for t in self.tiers for k in t if k not in self.space]
         if unknown:
@@ -151,18 +151,10 @@ class Stages:
 
     def _halving(self) -> tuple[int, int]:
         """(k, rung epochs): with sweep.halving=k > 1 a point first trains epochs // k epochs."""
-        k, epochs = int(self.s.get("halving") or 1), int(self.config.get("epochs", 1))
-        rung = max(1, epochs // k)
-        return (k, rung) if k > 1 and rung < epochs else (1, epochs)  # a one-epoch job: whole runs
+        return halving(self.s, int(self.config.get("epochs", 1)))[:2]
 
     def _promoted_share(self) -> float:
-        """The share of a stage's short runs that continue to `epochs`: sweep.promote, else 1/k."""
-        k = self._halving()[0]
-        share = self.s.get("promote")
-        share = 1 / k if share is None else float(share)
-        if not 0 < share <= 1:
-            raise DlrunError(f"sweep.promote must be in (0, 1] (the share of short runs continued), got {share}")
-        return share
+        return halving(self.s, int(self.config.get("epochs", 1)))[2]
 
     def _batch(self) -> int:
         """Points TPE proposes together: sweep.batch, or with sweep.trials_per_gpu the trials that run at once."""
