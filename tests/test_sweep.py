@@ -300,22 +300,23 @@ def test_a_sweep_killed_at_random_moments_counts_every_trial_once(tmp_path):
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
-    t0 = time.perf_counter()
     assert run_app(straight, *FAST).returncode == 0
-    wall = time.perf_counter() - t0
     rng = random.Random(15)
-    env = {**os.environ, "SWEEP_CALLS": str(killed / "calls.txt"), "HYDRA_FULL_ERROR": "1"}
+    calls = killed / "calls.txt"
+    env = {**os.environ, "SWEEP_CALLS": str(calls), "HYDRA_FULL_ERROR": "1"}
     env.pop("SWEEP_KILL_AT", None)
     cmd = [sys.executable, str(APP), "-m", *FAST, "sweep.halving=1", f"hydra.sweep.dir={killed / 'sw'}"]
+    n_calls = lambda: len(calls.read_text().splitlines()) if calls.exists() else 0  # noqa: E731
     kills = 0
-    for attempt in range(8):
+    for _ in range(8):
         proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # the first two kills land in the first half of what is left to do, whatever the machine's load;
-        # later ones anywhere up to the whole sweep's time
-        late = rng.uniform(0.2, wall)
-        try:
-            proc.wait(timeout=rng.uniform(0.1, 0.35) * wall if attempt < 2 else late)
-        except subprocess.TimeoutExpired:
+        # kill once the sweep has started 1-5 more trials, then a random moment later (inside a
+        # trial, between two, or while trials.csv is written): progress, not the clock, whatever the load
+        target, pause = n_calls() + rng.randint(1, 5), rng.uniform(0, 0.3)
+        while proc.poll() is None and n_calls() < target:
+            time.sleep(0.01)
+        time.sleep(pause)
+        if proc.poll() is None:
             proc.send_signal(rng.choice([signal.SIGKILL, signal.SIGTERM]))
             kills += 1
         if proc.wait(timeout=120) == 0:
