@@ -141,13 +141,13 @@ def test_trials_per_gpu_runs_that_many_trials_at_once(tmp_path):
     assert bad.returncode == 2 and "sweep.trials_per_gpu must be null or an integer >= 1" in bad.stderr
 
 
-@pytest.mark.parametrize("promote", [None, 0.25])
-def test_successive_halving_continues_the_best_short_runs(tmp_path, promote):
-    share = promote or 1 / 3  # sweep.promote, else 1/k
-    # the budget in trials, or in epochs (12 whole runs of 9 epochs)
-    budget = "sweep.budget=108ep" if promote else "sweep.budget=12"
+@pytest.mark.parametrize("promote, share, budget", [
+    ("sweep.promote=null", 1 / 3, "sweep.budget=12"),  # 1/k
+    (None, 0.2, "sweep.budget=108ep"),  # conf/sweep/importance.yaml's share; the budget in epochs: 12 runs of 9
+])
+def test_successive_halving_continues_the_best_short_runs(tmp_path, promote, share, budget):
     res = run_app(tmp_path, "sweep=importance", budget, "sweep.halving=3", "epochs=9",
-                  "sweep.space.model.depth=[1,2]", *([f"sweep.promote={promote}"] if promote else []))
+                  "sweep.space.model.depth=[1,2]", *([promote] if promote else []))
     assert res.returncode == 0, res.stderr[-3000:]
     trials = rows(tmp_path)
     short = [t for t in trials if t["launch"] == "stop_after=3"]
