@@ -11,11 +11,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dlrunner import fasthelp
+from dlrunner.conf_lists import CONF
 from dlrunner.reporting.console import Reporter
 from dlrunner.errors import DlrunError, TrainingDiverged
 from dlrunner.reporting.rundir import discard_unstarted, register_resolvers
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(CONF)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

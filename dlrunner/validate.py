@@ -5,6 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlrunner.conf_lists import CONF
 from dlrunner.errors import DlrunError
 from dlrunner.modes import MODES
 
@@ -17,7 +18,6 @@ def _num(cfg: DictConfig, key: str):
     return OmegaConf.select(cfg, key, default=None)
 
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("data", "model", "optim", "schedule", "loss")  # single-choice groups whose files declare flags
 
 
