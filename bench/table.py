@@ -32,8 +32,10 @@ r = merged(json.loads((results / (sys.argv[1] if len(sys.argv) > 1 else "cpu-all
 gpu_files = sorted(results.glob("gpu-*.json"))
 g = merged(json.loads(gpu_files[0].read_text()), gpu_files[1:]) if gpu_files else {}
 q, o = r["quality"], r["overhead"]
-print(f"Measured by `make bench` on {r['date']}: {r['machine']} (a shared 2-core VM; epoch times there")
-print("vary by several percent from run to run). Raw results: `bench/results/cpu-all.json`.\n")
+used = {r.get("measured_on", {}).get(k, f"{r['machine']}, {r['date']}") for k in ("quality", "overhead", "precompute",
+                                                                                  "determinism", "doctor")}
+print(f"Measured by `make bench` on {' and '.join(sorted(used))} (a shared 2-core VM; epoch times there")
+print("vary by several percent from run to run). Raw results: `bench/results/cpu-*.json`.\n")
 print("| job | figure | value |\n|---|---|---|")
 for name, d in q.items():
     if name.startswith("digits"):
