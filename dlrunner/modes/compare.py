@@ -10,7 +10,6 @@ in one picture.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dlrunner.reporting.console import fmt
+from dlrunner.reporting.files import write_rows
 from dlrunner.errors import DlrunError
 from dlrunner.modes import ModeRun
 from dlrunner.modes.compare_runs import Run, _num, find_runs, load_run, split_overrides
@@ -77,11 +77,7 @@ def sort_rows(rows: list[dict], column: str) -> list[dict]:
 
 def write_csv(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    return path
+    return write_rows([{k: "" if v is None else v for k, v in row.items()} for row in rows], path)
 
 
 def label(run: Run, differing: list[str]) -> str:

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from dlrunner.engine import checkpoint
 from dlrunner.build import rebuild
 from dlrunner.reporting.console import Reporter
+from dlrunner.reporting.files import atomic_write
 from dlrunner.data.core import broadcast
 from dlrunner.errors import DlrunError
 from dlrunner.modes import ModeRun
@@ -243,12 +244,14 @@ def logits(job: Job, x: torch.Tensor) -> torch.Tensor:
 
 def write_csv(path: Path, names: list[str], probs: torch.Tensor, class_names: list[str]) -> None:
     pred = probs.argmax(1)
-    with path.open("w", newline="") as f:
+
+    def write(f) -> None:
         w = csv.writer(f)
         w.writerow(["input", "pred", "prob", *[f"p_{c}" for c in class_names]])
         for i, name in enumerate(names):
             w.writerow([name, class_names[int(pred[i])], f"{float(probs[i, pred[i]]):.6f}",
                         *[f"{float(p):.6f}" for p in probs[i]]])
+    atomic_write(path, write)
 
 
 def show(out: Reporter, names: list[str], probs: torch.Tensor, class_names: list[str]) -> None:

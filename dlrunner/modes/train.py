@@ -24,7 +24,7 @@ from dlrunner.modes.train_finish import diverged, finish, first_batch, run_extra
 from dlrunner.modes.train_resume import carry_over, config_key, find_resume
 from dlrunner.reporting import plots, rundir
 from dlrunner.reporting.console import Reporter
-from dlrunner.reporting.files import write_json, write_rows
+from dlrunner.reporting.files import atomic_write, write_json, write_rows
 from dlrunner.reporting.loggers import Loggers
 from dlrunner.reporting.painter import Painter
 from dlrunner.reporting.timing import Timings
@@ -95,7 +95,7 @@ def claim(run_dir: Path, key: str, world: distributed.World) -> Path:
     ckdir = run_dir / "checkpoints"
     if world.main:
         ckdir.mkdir(parents=True, exist_ok=True)
-        (ckdir / "config_key.txt").write_text(key)
+        atomic_write(ckdir / "config_key.txt", lambda f: f.write(key))
         rundir.claim(run_dir, run_dir)  # a resume=auto in another terminal must not continue this run meanwhile
     return ckdir
 

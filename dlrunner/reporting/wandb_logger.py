@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 from torch import nn
 
 from dlrunner.errors import DlrunError
+from dlrunner.reporting.files import write_json
 from dlrunner.reporting.loggers import need, run_name, scalars
 
 MODES = ("auto", "online", "offline", "disabled")
@@ -79,7 +80,7 @@ class WandbLogger:
                               resume="allow" if earlier else None, mode=resolve_mode(self.mode),
                               tags=self.tags or None, group=self.group,
                               settings=wandb.Settings(console="off"))  # the console keeps its live display
-        (self.run_dir / ID_FILE).write_text(json.dumps({"id": self.run.id, "project": self.project}) + "\n")
+        write_json({"id": self.run.id, "project": self.project}, self.run_dir / ID_FILE, compact=True)
         if earlier:
             self.last_step = max((int(r["epoch"]) for r in history), default=0)  # those epochs are in W&B already
             return
