@@ -1,13 +1,15 @@
 """A Hydra app on dlrun's own config whose metric is a known function of the swept values, so the
 importance sweeper's decisions can be checked in a second (tests/test_sweep.py). Each call is
 appended to $SWEEP_CALLS; model.depth >= 3 raises (a crashing trial); $SWEEP_KILL_AT=N kills the
-process at the N-th call (a sweep interrupted mid-way); a
+process at the N-th call (a sweep interrupted mid-way); $SWEEP_SLEEP=S makes a whole run take S
+seconds (a short one its share); a
 finished call writes summary.json as dlrun does; stop_after and resume act as in dlrun (a paused run
 scores lower, a continued one as if trained straight through)."""
 import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -48,10 +50,13 @@ def app(cfg: DictConfig) -> float:
         before = json.loads((Path(cfg.resume) / "summary.json").read_text())
         assert before["status"] == "paused", "only a paused run is continued"
     value = objective(cfg) - 0.05 * (1 - epochs / cfg.epochs)
+    done = int(json.loads((Path(cfg.resume) / "summary.json").read_text())["epochs_run"]) if cfg.resume else 0
+    wall = float(os.environ.get("SWEEP_SLEEP", 0)) * (epochs - done) / cfg.epochs
+    time.sleep(wall)
     # what dlrun writes at the end of a run, and what a resumed sweep reads back
     out = Path(HydraConfig.get().runtime.output_dir) / "summary.json"
     status = "paused" if epochs < cfg.epochs else "completed"
-    out.write_text(json.dumps({"status": status, "value": value, "wall_time": 0.0, "epochs_run": epochs}))
+    out.write_text(json.dumps({"status": status, "value": value, "wall_time": wall, "epochs_run": epochs}))
     return value
 
 

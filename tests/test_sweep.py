@@ -169,7 +169,7 @@ def test_bad_sweep_settings_are_one_line_before_any_trial(tmp_path):
                       ("sweep.time_budget=soon", "give seconds or a duration such as 30m"),
                       ("sweep.order=nowhere", "sweep.order=nowhere: cannot read an importance.json"),
                       ("sweep.promote=0", "sweep.promote must be in (0, 1]"),
-                      ("sweep.budget=lots", "give trials (24) or epochs in all (240ep)")]:
+                      ("sweep.budget=lots", "give trials (24), epochs in all (240ep) or auto")]:
         res = run_app(tmp_path, "sweep=importance", bad)
         assert res.returncode == 2
         assert res.stderr.strip().splitlines()[-1].startswith("dlrun: error:") and says in res.stderr

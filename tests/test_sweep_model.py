@@ -59,6 +59,7 @@ def test_durations():
     assert parse_duration("30m") == 1800 and parse_duration("2h") == 7200 and parse_duration(90) == 90
     assert parse_duration("45s") == 45 and parse_duration(None) is None
     assert parse_budget(24, 10) == 24 and parse_budget("240ep", 10) == 24 and parse_budget("200 epochs", 20) == 10
+    assert parse_budget("auto", 10) == 24 and parse_budget("auto", 10, timed=True) is None  # as many as fit
 
 
 def test_an_earlier_sweeps_measured_order_becomes_the_tiers(tmp_path):
@@ -78,9 +79,26 @@ def test_an_earlier_sweeps_measured_order_becomes_the_tiers(tmp_path):
 def test_time_budget_leaves_the_search_and_keeps_the_pick(tmp_path):
     res = run_app(tmp_path, "sweep=importance", "sweep.time_budget=0.001")
     assert res.returncode == 0, res.stderr[-3000:]
-    # no time for any stage: the baseline, then its second-seed re-run
-    assert [(t["stage"], t["seed"]) for t in rows(tmp_path)] == [("baseline", "0"), ("confirm", "1")]
-    assert "out of time" in res.stdout
+    # no time for any stage nor for a second-seed re-run: the baseline is the pick
+    assert [(t["stage"], t["seed"]) for t in rows(tmp_path)] == [("baseline", "0")]
+    assert "out of time" in res.stdout and "confirm: 0 re-runs fit in the time left" in res.stdout
+    assert json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]["values"] == {}
+
+
+def test_a_time_budget_is_shared_by_the_stages_and_bounds_the_whole_sweep(tmp_path, monkeypatch):
+    """sweep.budget=auto with sweep.time_budget: each stage gets its share of the time left, and the
+    trials, continuations and confirmation all fit in it (Hydra's basic launcher runs one at a time,
+    so the trials' own times add up to less than the budget)."""
+    monkeypatch.setenv("SWEEP_SLEEP", "2")  # a whole run takes 2 s, a short one (3 of 9 epochs) 2/3 s
+    res = run_app(tmp_path, "sweep=importance", "sweep.time_budget=24", "sweep.halving=3", "epochs=9")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = rows(tmp_path)
+    stages = {t["stage"] for t in trials}
+    assert {"baseline", "tier1", "tier2", "tier3", "refine", "confirm"} <= stages, stages
+    spent = sum(float(t["time"]) for t in trials)
+    assert 0.3 * 24 < spent < 24, spent  # the time is used, and not overrun
+    assert sum(t["stage"] == "confirm" for t in trials) == 2
+    assert "out of time" not in res.stdout  # every stage had its slice
 
 
 def test_random_and_tpe_methods_search_every_key_at_once(tmp_path):

@@ -31,6 +31,8 @@ def config_key(cfg: DictConfig) -> str:
         (d.get("data") or {}).pop(k, None)
     if final:
         d["mode"] = "final"
+    if "data" in d:  # data before model, the order earlier versions wrote (the defaults list now has model first)
+        d = {"data": d.pop("data"), **d}
     return former_paths(OmegaConf.to_yaml(OmegaConf.create(d)))
 
 

@@ -173,6 +173,7 @@ class ImportanceSweeper(Stages, Results, Sweeper):
             for i, (t, r) in enumerate(zip(todo, results)):
                 t.trial = self.job_idx + i
                 self._record(t, r, per_job)
+            self._launched(todo, time.perf_counter() - tic)
             self.job_idx += len(todo)
         for t in trials:
             if t.trial < 0:  # failed before launch (composition)

@@ -68,3 +68,16 @@ def describe(config: DictConfig) -> dict[str, Any]:
     return {"trials_per_gpu": per_gpu(config), "launcher": launcher_kind(config),
             "num_gpus": (launcher.get("ray") or {}).get("remote", {}).get("num_gpus"),
             "n_jobs": launcher.get("n_jobs")}
+
+
+def parallel(config: DictConfig, batch: int) -> int:
+    """Trials the launcher runs at once (what a time budget's estimates divide by): joblib's n_jobs
+    (-1: every core), one on Hydra's basic launcher, else the batch the sweep proposes (Ray, SLURM)."""
+    import os
+
+    launcher = config.hydra.get("launcher") or {}
+    kind = launcher_kind(config)
+    if kind == "joblib":
+        n = int(launcher.get("n_jobs") or 1)
+        return max(1, n if n > 0 else (os.cpu_count() or 1) + 1 + n)
+    return 1 if "BasicLauncher" in str(launcher.get("_target_", "")) else max(1, batch)

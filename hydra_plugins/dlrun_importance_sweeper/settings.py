@@ -51,13 +51,19 @@ def halving(s: Any, epochs: int) -> tuple[int, int, float]:
     return k, rung, share
 
 
-def parse_budget(v: Any, epochs: int) -> int:
+AUTO_TRIALS = 24  # sweep.budget=auto without a time budget
+
+
+def parse_budget(v: Any, epochs: int, timed: bool = False) -> int | None:
     """`sweep.budget`: trials (24), or epochs in all (`240ep`, `240 epochs`), counted as whole runs of
-    the job's `epochs` (successive halving spends them on more, shorter runs)."""
+    the job's `epochs` (successive halving spends them on more, shorter runs). `auto`: 24 trials, or
+    None with a time budget (`timed`): the trials are as many as the time allows."""
     text = str(v).strip().lower().replace(" ", "")
+    if text in ("auto", "none", "null"):
+        return None if timed else AUTO_TRIALS
     try:
         if text.endswith(("ep", "epochs")):
             return round(float(text.removesuffix("epochs").removesuffix("ep")) / max(1, epochs))
         return int(text)
     except ValueError:
-        raise DlrunError(f"sweep.budget={v!r}: give trials (24) or epochs in all (240ep)") from None
+        raise DlrunError(f"sweep.budget={v!r}: give trials (24), epochs in all (240ep) or auto") from None

@@ -11,11 +11,18 @@
 5. confirm: the `sweep.confirm` best points re-run with the second seed; the pick is the best
    2-seed mean.
 The stages' shares of the search budget are `sweep.shares`, the prior; a stage that uses fewer
-trials (its keys measured unimportant, or its grid exhausted) passes them on. `sweep.time_budget` stops the search early, leaving time for the confirmation."""
+trials (its keys measured unimportant, or its grid exhausted) passes them on.
+
+`sweep.time_budget` bounds the whole sweep, continuations and confirmation included: a batch, a
+stage's continuations or the confirmation start only when their estimated time (from the walls of
+the trials so far) fits before the deadline. With `sweep.budget=auto` the shares are shares of the
+time rather than of a trial count: each stage gets its share of the time left, and the trials are as
+many as fit."""
 from __future__ import annotations
 
 import math
 import time
+from itertools import islice
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -23,6 +30,7 @@ from omegaconf import OmegaConf
 from dlrunner import sweep as sw
 from dlrunner import sweep_tpe as tpe
 from dlrunner.errors import DlrunError
+from hydra_plugins.dlrun_importance_sweeper import placement
 from hydra_plugins.dlrun_importance_sweeper.settings import halving, measured_order, parse_budget, parse_duration
 
 _ABSENT = object()
@@ -49,7 +57,10 @@ class Stages:
         return tiers
 
     def _run_all(self) -> None:
-        budget = parse_budget(self.s["budget"], int(self.config.get("epochs", 1)))
+        self.deadline = parse_duration(self.s.get("time_budget"))
+        budget = parse_budget(self.s["budget"], int(self.config.get("epochs", 1)), timed=self.deadline is not None)
+        self.timed, self.stage_end = budget is None, None  # budget=auto with a time budget: shares of the time
+        budget = 10**6 if budget is None else budget
         self.tiers = self._tiers()
         unknown = [k for t in self.tiers for k in t if k not in self.space]
         if unknown:
@@ -58,12 +69,11 @@ class Stages:
         if len(shares) != len(self.tiers) + 1:
             raise DlrunError(f"sweep.shares has {len(shares)} entries for {len(self.tiers)} tiers "
                              f"and the refinement ({len(self.tiers) + 1} needed)")
-        confirm = int(self.s.get("confirm", 2)) if len(self.seeds) > 1 else 0
+        confirm = self.n_confirm = int(self.s.get("confirm", 2)) if len(self.seeds) > 1 else 0
         if budget <= 1 + confirm:
             raise DlrunError(f"sweep.budget={budget} leaves no trial after the baseline and the "
                              f"{confirm} confirmation re-runs")
         self._promoted_share()  # a bad sweep.promote: one line before any trial
-        self.deadline = parse_duration(self.s.get("time_budget"))
         self.t0 = time.perf_counter()
         batch = self._batch()
         method = str(self.s.get("method", "importance"))
@@ -73,8 +83,10 @@ class Stages:
             every = list(self.params)
             n = budget - confirm
             if method == "random":
+                self._slice(1.0)
                 self._stage("random", every, n, every, n_fresh=10**9)  # every point quasi-random
             elif method == "tpe":
+                self._slice(1.0)
                 self._stage("tpe", every, n, [], n_fresh=0, startup=int(self.s.get("tpe_startup", 8)))
             else:
                 raise DlrunError(f"sweep.method={method}: importance | random | tpe")
@@ -92,8 +104,11 @@ class Stages:
         for i in range(len(self.tiers)):
             keys = [k for t in self.tiers[: i + 1] for k in t]
             n = alloc[i] + carry
-            first = 10**9 if i == 0 else batch  # tier1: every point quasi-random; later: one batch over the new keys
+            # tier1: every point quasi-random (with the time shared out, 4 per key, then TPE); later: one batch over the new keys
+            first = (4 * len(self.tiers[0]) if self.timed else 10**9) if i == 0 else batch
+            self._slice(shares[i] / sum(shares[i:]))
             carry = n - self._stage(f"tier{i + 1}", keys, n, self.tiers[i], n_fresh=first)
+        self._slice(1.0)
         self._stage("refine", self._important_keys(), alloc[-1] + carry, [], n_fresh=0)
         self._confirm(confirm)
 
@@ -162,12 +177,55 @@ class Stages:
         gpu = getattr(self, "gpu_batch", None)
         return max(1, int(gpu if gpu and not given else self.s.get("batch", 2)))
 
-    def _out_of_time(self) -> bool:
+    # ------------------------------------------------------------ the time budget
+    def _slice(self, share: float) -> None:
+        """With the stages sharing the time (sweep.budget=auto): the next stage may use `share` of
+        the time left, less the confirmation's."""
+        if self.timed:
+            left = self.t0 + self.deadline - time.perf_counter() - self._confirm_time()
+            self.stage_end = time.perf_counter() + share * max(0.0, left)
+
+    def _out_of_time(self, extra: float = 0.0, stage: bool = True) -> bool:
+        """Whether work of `extra` seconds would end after the deadline (or the stage's slice of the
+        time), less the time the confirmation needs afterwards."""
         if self.deadline is None:
             return False
-        done = [t.time for t in self.trials if t.ok] or [0.0]
-        per_batch = sum(done) / len(done)  # the confirmation runs as one batch after the search
-        return time.perf_counter() - self.t0 + per_batch > self.deadline
+        now = time.perf_counter() + extra
+        if stage and self.stage_end is not None and now > self.stage_end:
+            return True
+        return now - self.t0 + self._confirm_time() > self.deadline
+
+    def _parallel(self) -> int:
+        return placement.parallel(self.config, self._batch())
+
+    def _whole(self, t: sw.Trial) -> float:
+        """Seconds a whole run of t's point takes, from t's own wall time (a short run, a continuation)."""
+        k, rung = self._halving()
+        epochs = int(self.config.get("epochs", 1))
+        if t.launch.get("resume"):
+            return t.time * epochs / max(1, epochs - rung)
+        return t.time * epochs / rung if t.launch.get("stop_after") else t.time
+
+    def _batches(self, n: int, seconds: float) -> float:
+        """Wall time of n trials of `seconds` each on the launcher: a tenth for the load, and the
+        launcher's own measured cost per batch."""
+        over = getattr(self, "overheads", [])[-10:] or [0.5]
+        return math.ceil(n / self._parallel()) * (1.1 * seconds + sum(over) / len(over)) if n > 0 else 0.0
+
+    def _launched(self, trials: list[sw.Trial], wall: float) -> None:
+        """Note the launcher's own cost per batch (process start-up, composing the job): the wall of a
+        launch less its trials' own times."""
+        batches = math.ceil(len(trials) / self._parallel())
+        over = max(0.0, wall - sum(t.time for t in trials) / self._parallel()) / batches
+        self.overheads = [*getattr(self, "overheads", []), over]
+
+    def _confirm_time(self) -> float:
+        """The confirmation's estimated wall time: its re-runs of the best points, whole runs."""
+        n = getattr(self, "n_confirm", 0)
+        if n <= 0:
+            return 0.0
+        best = self._ranked()[:n] or [t for t in self.trials if t.ok]
+        return self._batches(n, max((self._whole(t) for t in best), default=0.0))
 
     def _stage(self, name: str, keys: list[str], n: int, new: list[str], n_fresh: int, startup: int = 0) -> int:
         """n trials over `keys`: first `n_fresh` quasi-random points over the `new` keys, the others at
@@ -179,7 +237,8 @@ class Stages:
             why = "out of time" if params and n > 0 else f"keys {keys}, {n} trials"
             self.console.print(f"stage {name}: nothing to search ({why})")
             return 0
-        self.console.print(f"stage {name}: {', '.join(p.key for p in params)} ({n} trials)")
+        size = f"{n} trials" if not self.timed else f"{self.stage_end - time.perf_counter():.0f} s"
+        self.console.print(f"stage {name}: {', '.join(p.key for p in params)} ({size})")
         seed = int(self.s.get("sobol_seed", 0))
         batch = self._batch()
         k, rung = self._halving()
@@ -187,14 +246,21 @@ class Stages:
         # the same epochs as n whole runs: every point `rung` epochs, the best share of them the rest
         points = n if k == 1 else round(n * epochs / (rung + (epochs - rung) * self._promoted_share()))
         fresh = [p for p in params if p.key in new]
-        n_fresh = min(n_fresh, points) if fresh else 0
-        trials = [self._point(name, 1, pt, rung) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
-        if trials:
-            self._run(trials)
-        while len(trials) < points and not self._out_of_time():
+        n_fresh = min(n_fresh, points, 4096) if fresh else 0
+        pending = [self._point(name, 1, pt, rung) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
+        trials: list[sw.Trial] = []
+        while pending:  # the quasi-random points: one launch, or with a time budget a batch at a time
+            step = list(islice(pending, self._parallel() if self.deadline else len(pending)))
+            if trials and self._out_of_time(self._next(trials, step, rung, k)):
+                break
+            self._run(step)
+            trials, pending = trials + step, pending[len(step):]
+        while len(trials) < points:
+            m = min(batch, points - len(trials))
+            if self._out_of_time(self._next(trials, [None] * m, rung, k)):
+                break
             if self._unimportant(name, [p.key for p in params], fresh, trials, points):
                 break
-            m = min(batch, points - len(trials))
             pts = tpe.propose(self.params, self._history(searched=True), [p.key for p in params], self._open_exists, m,
                               seed * 1000 + len(self.trials), self.lower, startup)
             new = [self._point(name, 2, pt, rung) for pt in pts]
@@ -207,6 +273,18 @@ class Stages:
             self.inc = {"values": dict(best.values), "trials": [best]}
         self._table(name, trials + promoted)
         return len(trials) if k == 1 else round((len(trials) * rung + len(promoted) * (epochs - rung)) / epochs)
+
+    def _next(self, trials: list[sw.Trial], step: list, rung: int, k: int) -> float:
+        """Estimated seconds of the next batch of a stage and of the continuations it then owes."""
+        if self.deadline is None:
+            return 0.0
+        epochs = int(self.config.get("epochs", 1))
+        ran = [t.time for t in trials if t.ok] or [self._whole(t) * rung / epochs for t in self.trials if t.ok] or [0.0]
+        cost = self._batches(len(step), sum(ran) / len(ran))
+        if k > 1:  # the stage's best share then continues for the other epochs
+            n = math.ceil((len(trials) + len(step)) * self._promoted_share() - 1e-9)
+            cost += self._batches(n, max(ran) * (epochs - rung) / rung)
+        return cost
 
     def _unimportant(self, name: str, keys: list[str], fresh: list[sw.Param], trials: list[sw.Trial],
                      points: int) -> bool:
@@ -246,7 +324,20 @@ class Stages:
         for t in ok[: math.ceil(len(trials) * self._promoted_share() - 1e-9)]:
             c = self._trial(name, 4, self.seeds[0], {})
             c.values, c.launch = dict(t.values), {"resume": t.run_dir}
+            c.time = t.time  # the short run's wall: what the continuation's is estimated from
             go.append(c)
+        if go and self.deadline is not None:  # the best first, a batch at a time, while they fit
+            epochs, rung = int(self.config.get("epochs", 1)), self._halving()[1]
+            done: list[sw.Trial] = []
+            for i in range(0, len(go), self._parallel()):
+                step = go[i: i + self._parallel()]
+                if self._out_of_time(self._batches(len(step), max(c.time for c in step) * (epochs - rung) / rung),
+                                     stage=False):
+                    self.console.print(f"stage {name}: {len(go) - i} continuations skipped (out of time)")
+                    break
+                self._run(step)
+                done += step
+            return done
         if go:
             self._run(go)
         return go
@@ -273,14 +364,26 @@ class Stages:
             keys.append(k)
         return keys or [k for t in self.tiers for k in t]
 
-    def _confirm(self, k: int) -> None:
-        """Re-run the k best distinct points with the second seed; the pick is the best 2-seed mean."""
+    def _ranked(self) -> list[sw.Trial]:
+        """Finished trials, best first, one per point."""
         ranked, seen = [], set()
-        for t in sorted((t for t in self._finished() if t.ok),
-                        key=lambda t: t.metric, reverse=not self.lower):
+        for t in sorted((t for t in self._finished() if t.ok), key=lambda t: t.metric, reverse=not self.lower):
             if t.key not in seen:
                 seen.add(t.key)
                 ranked.append(t)
+        return ranked
+
+    def _confirm(self, k: int) -> None:
+        """Re-run the k best distinct points with the second seed; the pick is the best 2-seed mean.
+        With a time budget only as many as fit before the deadline."""
+        ranked = self._ranked()
+        if self.deadline is not None and k > 0:
+            self.n_confirm = 0  # nothing after the confirmation to leave time for
+            while k > 0 and self._out_of_time(self._batches(k, max((self._whole(t) for t in ranked[:k]), default=0.0)),
+                                              stage=False):
+                k -= 1
+            if k < int(self.s.get("confirm", 2)):
+                self.console.print(f"confirm: {k} re-runs fit in the time left (sweep.time_budget)")
         if k <= 0 or not ranked:
             return
         again = []
