@@ -7,7 +7,8 @@ through the same sweeper (`sweep.method=importance|random|tpe`), so they share t
 time, 1 CPU thread each) and the pick rule: the 2 best points re-run with seed 1, the best 2-seed
 val mean wins. Each pick, and the job without search, is then trained with 3 fresh seeds (2, 3, 4)
 and scored on the test split (`eval_test=true`: best.pt, chosen on val, evaluated once on test).
-`python bench/search.py --table` prints the README table from bench/results/cpu-search.json."""
+`python bench/search.py --table` prints the README table from bench/results/cpu-search.json;
+`python bench/search.py --bar [OVERRIDE...]` runs the 30-minute MNIST-1D sweep and scores its pick."""
 from __future__ import annotations
 
 import csv
@@ -159,9 +160,42 @@ def variant(job: str, extra: list[str], jobs: int = 2) -> None:
     print(f"wrote {out}")
 
 
+def bar(extra: list[str], minutes: int = 30, jobs: int = 2) -> None:
+    """The 99% bar: `dlrun -m sweep=importance data=mnist1d sweep.time_budget=30m` (joblib, 2 trials at a
+    time, 1 thread each; `extra`: more overrides, `epochs=40`), its pick then trained with seeds 2, 3, 4
+    and scored on the test split; into bench/results/cpu-search-bar[-EXTRA].json."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from common import machine
+
+    job = ["data=mnist1d", *[e for e in extra if not e.startswith("sweep.")]]
+    with tempfile.TemporaryDirectory() as t:
+        out = Path(t) / "sweep"
+        args = [sys.executable, "-m", "dlrunner", "-m", "sweep=importance", f"sweep.time_budget={minutes}m",
+                "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"hydra.sweep.dir={out}", "data=mnist1d", *extra]
+        t0 = time.time()
+        res = subprocess.run(args, cwd=t, env=_env(), capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"the sweep failed: {res.stderr[-2000:]}")
+        r = summarize(out, time.time() - t0)
+        with (out / "trials.csv").open() as f:
+            r["stages"] = sorted({row["stage"] for row in csv.DictReader(f)})
+        scored = score(Path(t), job, r["pick"], TEST_SEEDS, jobs)
+    r.update(command="dlrun " + " ".join(args[3:]), test=[scored[s]["test"] for s in TEST_SEEDS])
+    r["test_mean"] = sum(r["test"]) / len(TEST_SEEDS)
+    name = "-".join(e.replace("=", "") for e in extra)
+    path = ROOT / "bench" / "results" / f"cpu-search-bar{'-' + name if name else ''}.json"
+    path.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), "bar": r}, indent=2))
+    print(f"{r['wall_s']:.0f} s, {r['trials']} trials ({r['configurations']} configurations), pick {r['pick']}, "
+          f"test {' / '.join(f'{v:.3f}' for v in r['test'])}, mean {r['test_mean']:.4f}\nwrote {path}")
+
+
 if __name__ == "__main__":
     if "--table" in sys.argv:  # every job measured, from cpu-search*.json (one file per `--search` run)
         table(measured())
+    elif "--bar" in sys.argv:  # python bench/search.py --bar [OVERRIDE...]: the 30-minute MNIST-1D sweep
+        bar(sys.argv[sys.argv.index("--bar") + 1:])
     elif "--variant" in sys.argv:  # python bench/search.py --variant JOB SETTING...
         i = sys.argv.index("--variant")
         variant(sys.argv[i + 1], sys.argv[i + 2:])
