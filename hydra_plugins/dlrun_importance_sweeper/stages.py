@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-from itertools import islice
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -30,13 +29,14 @@ from omegaconf import OmegaConf
 from dlrunner import sweep as sw
 from dlrunner import sweep_tpe as tpe
 from dlrunner.errors import DlrunError
-from hydra_plugins.dlrun_importance_sweeper import placement
+from hydra_plugins.dlrun_importance_sweeper.clock import Clock
+from hydra_plugins.dlrun_importance_sweeper.confirm import Confirm
 from hydra_plugins.dlrun_importance_sweeper.settings import halving, measured_order, parse_budget, parse_duration
 
 _ABSENT = object()
 
 
-class Stages:
+class Stages(Clock, Confirm):
     """The search plan; the Sweeper provides _trial, _run, _compose, _exists, _best, console, s, ..."""
 
     def _tiers(self) -> list[list[str]]:
@@ -177,56 +177,6 @@ class Stages:
         gpu = getattr(self, "gpu_batch", None)
         return max(1, int(gpu if gpu and not given else self.s.get("batch", 2)))
 
-    # ------------------------------------------------------------ the time budget
-    def _slice(self, share: float) -> None:
-        """With the stages sharing the time (sweep.budget=auto): the next stage may use `share` of
-        the time left, less the confirmation's."""
-        if self.timed:
-            left = self.t0 + self.deadline - time.perf_counter() - self._confirm_time()
-            self.stage_end = time.perf_counter() + share * max(0.0, left)
-
-    def _out_of_time(self, extra: float = 0.0, stage: bool = True) -> bool:
-        """Whether work of `extra` seconds would end after the deadline (or the stage's slice of the
-        time), less the time the confirmation needs afterwards."""
-        if self.deadline is None:
-            return False
-        now = time.perf_counter() + extra
-        if stage and self.stage_end is not None and now > self.stage_end:
-            return True
-        return now - self.t0 + self._confirm_time() > self.deadline
-
-    def _parallel(self) -> int:
-        return placement.parallel(self.config, self._batch())
-
-    def _whole(self, t: sw.Trial) -> float:
-        """Seconds a whole run of t's point takes, from t's own wall time (a short run, a continuation)."""
-        k, rung = self._halving()
-        epochs = int(self.config.get("epochs", 1))
-        if t.launch.get("resume"):
-            return t.time * epochs / max(1, epochs - rung)
-        return t.time * epochs / rung if t.launch.get("stop_after") else t.time
-
-    def _batches(self, n: int, seconds: float) -> float:
-        """Wall time of n trials of `seconds` each on the launcher: a tenth for the load, and the
-        launcher's own measured cost per batch."""
-        over = getattr(self, "overheads", [])[-10:] or [0.5]
-        return math.ceil(n / self._parallel()) * (1.1 * seconds + sum(over) / len(over)) if n > 0 else 0.0
-
-    def _launched(self, trials: list[sw.Trial], wall: float) -> None:
-        """Note the launcher's own cost per batch (process start-up, composing the job): the wall of a
-        launch less its trials' own times."""
-        batches = math.ceil(len(trials) / self._parallel())
-        over = max(0.0, wall - sum(t.time for t in trials) / self._parallel()) / batches
-        self.overheads = [*getattr(self, "overheads", []), over]
-
-    def _confirm_time(self) -> float:
-        """The confirmation's estimated wall time: its re-runs of the best points, whole runs."""
-        n = getattr(self, "n_confirm", 0)
-        if n <= 0:
-            return 0.0
-        best = self._ranked()[:n] or [t for t in self.trials if t.ok]
-        return self._batches(n, max((self._whole(t) for t in best), default=0.0))
-
     def _stage(self, name: str, keys: list[str], n: int, new: list[str], n_fresh: int, startup: int = 0) -> int:
         """n trials over `keys`: first `n_fresh` quasi-random points over the `new` keys, the others at
         the incumbent's values (the whole first stage; one batch of a later one: TPE has seen the new
@@ -250,7 +200,7 @@ class Stages:
         pending = [self._point(name, 1, pt, rung) for pt in sw.propose(fresh, n_fresh, seed + len(self.stages))]
         trials: list[sw.Trial] = []
         while pending:  # the quasi-random points: one launch, or with a time budget a batch at a time
-            step = list(islice(pending, self._parallel() if self.deadline else len(pending)))
+            step = pending[: self._parallel() if self.deadline else len(pending)]
             if trials and self._out_of_time(self._next(trials, step, rung, k)):
                 break
             self._run(step)
@@ -273,18 +223,6 @@ class Stages:
             self.inc = {"values": dict(best.values), "trials": [best]}
         self._table(name, trials + promoted)
         return len(trials) if k == 1 else round((len(trials) * rung + len(promoted) * (epochs - rung)) / epochs)
-
-    def _next(self, trials: list[sw.Trial], step: list, rung: int, k: int) -> float:
-        """Estimated seconds of the next batch of a stage and of the continuations it then owes."""
-        if self.deadline is None:
-            return 0.0
-        epochs = int(self.config.get("epochs", 1))
-        ran = [t.time for t in trials if t.ok] or [self._whole(t) * rung / epochs for t in self.trials if t.ok] or [0.0]
-        cost = self._batches(len(step), sum(ran) / len(ran))
-        if k > 1:  # the stage's best share then continues for the other epochs
-            n = math.ceil((len(trials) + len(step)) * self._promoted_share() - 1e-9)
-            cost += self._batches(n, max(ran) * (epochs - rung) / rung)
-        return cost
 
     def _unimportant(self, name: str, keys: list[str], fresh: list[sw.Param], trials: list[sw.Trial],
                      points: int) -> bool:
@@ -363,42 +301,3 @@ class Stages:
                 break
             keys.append(k)
         return keys or [k for t in self.tiers for k in t]
-
-    def _ranked(self) -> list[sw.Trial]:
-        """Finished trials, best first, one per point."""
-        ranked, seen = [], set()
-        for t in sorted((t for t in self._finished() if t.ok), key=lambda t: t.metric, reverse=not self.lower):
-            if t.key not in seen:
-                seen.add(t.key)
-                ranked.append(t)
-        return ranked
-
-    def _confirm(self, k: int) -> None:
-        """Re-run the k best distinct points with the second seed; the pick is the best 2-seed mean.
-        With a time budget only as many as fit before the deadline."""
-        ranked = self._ranked()
-        if self.deadline is not None and k > 0:
-            self.n_confirm = 0  # nothing after the confirmation to leave time for
-            while k > 0 and self._out_of_time(self._batches(k, max((self._whole(t) for t in ranked[:k]), default=0.0)),
-                                              stage=False):
-                k -= 1
-            if k < int(self.s.get("confirm", 2)):
-                self.console.print(f"confirm: {k} re-runs fit in the time left (sweep.time_budget)")
-        if k <= 0 or not ranked:
-            return
-        again = []
-        for t in ranked[:k]:
-            r = self._trial("confirm", 3, self.seeds[1], {})
-            r.values = dict(t.values)
-            again.append(r)
-        self._run(again)
-        pairs = [[t, r] for t, r in zip(ranked, again) if r.ok]
-        if pairs:
-            mean = lambda ts: sum(x.metric for x in ts) / len(ts)  # noqa: E731
-            best = (min if self.lower else max)(pairs, key=mean)
-            self.inc = {"values": dict(best[0].values), "trials": best}
-            self.console.print(f"pick: the best {self.metric} over {len(pairs[0])} seeds, "
-                               f"{mean(best):.4f} (of {len(pairs)} points re-run)")
-        self._table("confirm", again)
-
-
