@@ -22,6 +22,7 @@ MODALITY = {"digits": "image", "mnist1d": "sequence", "tabular": "tabular", "fol
 
 def load_cfg(group_file: str, **over):
     cfg = OmegaConf.load(Path(CONF_DIR) / "data" / f"{group_file}.yaml")
+    cfg.pop("defaults", None)  # the defaults list (mnist1d's model) is Hydra's, not a builder argument
     for k, v in over.items():
         cfg[k] = v
     return cfg
