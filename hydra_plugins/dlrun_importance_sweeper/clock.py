@@ -63,14 +63,14 @@ class Clock:
         best = self._ranked()[:n] or [t for t in self.trials if t.ok]
         return self._batches(n, max((self._whole(t) for t in best), default=0.0))
 
-    def _next(self, trials: list[sw.Trial], step: list, rung: int, k: int) -> float:
-        """Estimated seconds of the next batch of a stage and of the continuations it then owes."""
+    def _next(self, trials: list[sw.Trial], m: int, rung: int, k: int) -> float:
+        """Estimated seconds of a stage's next m trials and of the continuations it then owes."""
         if self.deadline is None:
             return 0.0
         epochs = int(self.config.get("epochs", 1))
         ran = [t.time for t in trials if t.ok] or [self._whole(t) * rung / epochs for t in self.trials if t.ok] or [0.0]
-        cost = self._batches(len(step), sum(ran) / len(ran))
+        cost = self._batches(m, sum(ran) / len(ran))
         if k > 1:  # the stage's best share then continues for the other epochs
-            n = math.ceil((len(trials) + len(step)) * self._promoted_share() - 1e-9)
+            n = math.ceil((len(trials) + m) * self._promoted_share() - 1e-9)
             cost += self._batches(n, max(ran) * (epochs - rung) / rung)
         return cost

@@ -201,13 +201,13 @@ class Stages(Clock, Confirm):
         trials: list[sw.Trial] = []
         while pending:  # the quasi-random points: one launch, or with a time budget a batch at a time
             step = pending[: self._parallel() if self.deadline else len(pending)]
-            if trials and self._out_of_time(self._next(trials, step, rung, k)):
+            if trials and self._out_of_time(self._next(trials, len(step), rung, k)):
                 break
             self._run(step)
             trials, pending = trials + step, pending[len(step):]
         while len(trials) < points:
             m = min(batch, points - len(trials))
-            if self._out_of_time(self._next(trials, [None] * m, rung, k)):
+            if self._out_of_time(self._next(trials, m, rung, k)):
                 break
             if self._unimportant(name, [p.key for p in params], fresh, trials, points):
                 break
