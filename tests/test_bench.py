@@ -86,3 +86,13 @@ def test_dlrun_loop_ends_on_the_hand_loops_weights(tmp_path):
     weights as the minimal hand-written loop (dlrun adds bookkeeping, not different arithmetic)."""
     res = load_run().same_weights(tmp_path, ["data.fraction=0.3"], epochs=1)
     assert res["equal"] and res["max_abs_weight_diff"] == 0.0
+
+
+def test_the_readme_search_table_is_the_one_measured(capsys):
+    """Every row of the README's search table is bench/search.py --table's, read from bench/results."""
+    import search
+
+    search.table(search.measured())
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    readme = (BENCH.parent / "README.md").read_text().splitlines()
+    assert len(rows) > 8 and [r for r in rows if r not in readme] == []

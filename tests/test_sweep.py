@@ -106,6 +106,8 @@ def test_stages_revisit_earlier_keys_failures_pick_and_resume(tmp_path):
     # the documented re-run command composes exactly the winner
     command = next(line for line in best_yaml.splitlines() if line.startswith("# re-run: dlrun "))
     args = command.removeprefix("# re-run: dlrun ").split()
+    # the console prints it on one line too (a log is not cut to a terminal's width), to copy as it is
+    assert "re-run it: " + command.removeprefix("# re-run: ") in res.stdout.splitlines()
     cfg = subprocess.run([sys.executable, "-m", "dlrunner", *args, "--cfg", "job"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert cfg.returncode == 0, cfg.stderr

@@ -103,7 +103,7 @@ class ImportanceSweeper(Stages, Results, Sweeper):
         self.metric = str(self.config.optimized_metric)
         self.lower = "loss" in self.metric
         self.seeds = [int(x) for x in self.s.get("seeds") or [0]]
-        self.console = Console(highlight=False, record=True)
+        self.console = Console(highlight=False, record=True, soft_wrap=True)  # a command line stays one line in a log
         given = [int(a.split("=", 1)[1]) for a in self.base if _key(a) == "seed"]
         if given and given[-1] != self.seeds[0]:  # `seed=N` on the command line: the searches use it
             self.seeds = [given[-1]] + [x for x in self.seeds if x != given[-1]][: len(self.seeds) - 1]
