@@ -162,10 +162,11 @@ def variant(job: str, extra: list[str], jobs: int = 2) -> None:
     print(f"wrote {out}")
 
 
-def bar(extra: list[str], minutes: int = 30, jobs: int = 2) -> None:
+def bar(extra: list[str], minutes: int = 30, jobs: int = 2, name: str | None = None) -> None:
     """The 99% bar: `dlrun -m sweep=importance data=mnist1d sweep.time_budget=30m` (joblib, 2 trials at a
     time, 1 thread each; `extra`: more overrides, `epochs=40`), its pick then trained with seeds 2, 3, 4
-    and scored on the test split; into bench/results/cpu-search-bar[-EXTRA].json."""
+    and scored on the test split; into bench/results/cpu-search-bar[-NAME].json (NAME: `name`, else the
+    overrides' letters)."""
     import tempfile
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -186,7 +187,7 @@ def bar(extra: list[str], minutes: int = 30, jobs: int = 2) -> None:
         scored = score(Path(t), job, r["pick"], TEST_SEEDS, jobs)
     r.update(command="dlrun " + " ".join(args[3:]), test=[scored[s]["test"] for s in TEST_SEEDS])
     r["test_mean"] = sum(r["test"]) / len(TEST_SEEDS)
-    name = "-".join("".join(c for c in e if c.isalnum() or c in "._") for e in extra)
+    name = name or "-".join("".join(c for c in e if c.isalnum() or c in "._") for e in extra)
     path = ROOT / "bench" / "results" / f"cpu-search-bar{'-' + name if name else ''}.json"
     path.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), "bar": r}, indent=2))
     print(f"{r['wall_s']:.0f} s, {r['trials']} trials ({r['configurations']} configurations), pick {r['pick']}, "
@@ -196,8 +197,9 @@ def bar(extra: list[str], minutes: int = 30, jobs: int = 2) -> None:
 if __name__ == "__main__":
     if "--table" in sys.argv:  # every job measured, from cpu-search*.json (one file per `--search` run)
         table(measured())
-    elif "--bar" in sys.argv:  # python bench/search.py --bar [OVERRIDE...]: the 30-minute MNIST-1D sweep
-        bar(sys.argv[sys.argv.index("--bar") + 1:])
+    elif "--bar" in sys.argv:  # python bench/search.py [--name NAME] --bar [OVERRIDE...]: the 30-minute MNIST-1D sweep
+        i = sys.argv.index("--bar")
+        bar(sys.argv[i + 1:], name=sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv[:i] else None)
     elif "--variant" in sys.argv:  # python bench/search.py --variant JOB SETTING...
         i = sys.argv.index("--variant")
         variant(sys.argv[i + 1], sys.argv[i + 2:])
