@@ -24,7 +24,7 @@ from dlrunner.engine.batchsize import auto_batch_size
 from dlrunner.engine.precision import PRECISIONS, Precision
 from dlrunner.tricks.base import Trick, Tricks
 
-DATA_KNOBS = ("fraction", "classes", "val_fraction", "test_fraction", "split_seed", "batch_size", "num_workers",
+DATA_KNOBS = ("fraction", "classes", "val_fraction", "test_fraction", "split_seed", "val_seed", "batch_size", "num_workers",
               "normalize", "augment", "flip")
 
 

@@ -69,9 +69,10 @@ def check_job(cfg: DictConfig) -> None:
         v = _num(cfg, key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise DlrunError(f"{key} must be an integer >= 1, got {v!r}")
-    split_seed = _num(cfg, "data.split_seed")
-    if split_seed is not None and (isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0):
-        raise DlrunError(f"data.split_seed must be an integer >= 0, got {split_seed!r}")
+    for key in ("data.split_seed", "data.val_seed"):
+        v = _num(cfg, key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise DlrunError(f"{key} must be an integer >= 0, got {v!r}")
     if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int) or cfg.seed < 0:
         raise DlrunError(f"seed must be an integer >= 0, got {cfg.get('seed')!r}")
     smooth = _num(cfg, "loss.label_smoothing")

@@ -1,6 +1,6 @@
 """A Hydra app on dlrun's own config whose metric is a known function of the swept values, so the
 importance sweeper's decisions can be checked in a second (tests/test_sweep.py). Each call is
-appended to $SWEEP_CALLS; model.depth >= 3 raises (a crashing trial); $SWEEP_KILL_AT=N kills the
+appended to $SWEEP_CALLS (seed, lr, width, data.val_seed); model.depth >= 3 raises (a crashing trial); $SWEEP_KILL_AT=N kills the
 process at the N-th call (a sweep interrupted mid-way); $SWEEP_SLEEP=S makes a whole run take S
 seconds (a short one its share); a
 finished call writes summary.json as dlrun does; stop_after and resume act as in dlrun (a paused run
@@ -35,7 +35,7 @@ def objective(cfg: DictConfig) -> float:
 def app(cfg: DictConfig) -> float:
     calls = Path(os.environ["SWEEP_CALLS"])
     with calls.open("a") as f:
-        f.write(f"{cfg.seed} {cfg.optim.lr} {cfg.model.width}\n")
+        f.write(f"{cfg.seed} {cfg.optim.lr} {cfg.model.width} {cfg.data.val_seed}\n")
     n = len(calls.read_text().splitlines())
     if os.environ.get("SWEEP_KILL_AT") and n >= int(os.environ["SWEEP_KILL_AT"]):
         os._exit(137)

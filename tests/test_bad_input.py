@@ -24,6 +24,7 @@ CASES = [
     (['data.normalize=maybe'], 'data.normalize must be true or false'),
     (['data.augment=maybe'], 'data.augment must be true or false'),
     (['data.split_seed=-1'], 'data.split_seed must be an integer >= 0'),
+    (['data.val_seed=1.5'], 'data.val_seed must be an integer >= 0'),
     (['data=mnist1d', 'model=conv1d', 'data.num_samples=10'], 'data.num_samples must be >= 100'),
     (['data=tabular', 'model=mlp', 'data.name=iris'], 'data.name must be one of wine, breast_cancer, csv'),
     (['model.width=0'], 'model.width must be an integer >= 1'),

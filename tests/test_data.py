@@ -79,6 +79,28 @@ def test_digits_splits_are_disjoint_seeded_and_sized():
     assert not torch.equal(a.val.y, c.val.y)
 
 
+def _paths(split) -> set[str]:
+    return {path for path, _ in split.samples}
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist1d", "folder"])
+def test_val_seed_deals_train_and_val_again_and_leaves_the_test_split(name, tmp_path, image_folder):
+    """data.val_seed (the sweep's confirmation re-runs): other validation samples from the same
+    non-test pool, the same sizes, the test split untouched; null is split_seed's own split."""
+    kw = {**offline_kwargs(name, tmp_path, image_folder), "normalize": False}  # raw rows: the stats follow train
+    a = build_data(load_cfg(name, **kw), print)
+    same = build_data(load_cfg(name, **kw, val_seed=None), print)
+    b = build_data(load_cfg(name, **kw, val_seed=1), print)
+    rows = _paths if name == "folder" else _rows
+    assert rows(same.val) == rows(a.val) and rows(same.test) == rows(a.test)
+    assert rows(b.test) == rows(a.test)  # the test split stays put
+    assert rows(b.val) != rows(a.val) and len(b.val) == len(a.val) and len(b.train) == len(a.train)
+    assert rows(b.train) | rows(b.val) == rows(a.train) | rows(a.val)  # the same pool, dealt again
+    assert not rows(b.train) & rows(b.val) and not rows(b.val) & rows(b.test)
+    if name == "digits":  # another split_seed also moves the test split: what val_seed avoids
+        assert _rows(build_data(load_cfg(name, **kw, split_seed=1), print).test) != _rows(a.test)
+
+
 def test_fraction_and_classes():
     full = build_data(load_cfg("digits"), print)
     small = build_data(load_cfg("digits", fraction=0.25), print)

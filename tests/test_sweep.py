@@ -92,6 +92,10 @@ def test_stages_revisit_earlier_keys_failures_pick_and_resume(tmp_path):
     confirm = [t for t in trials if t["stage"] == "confirm"]
     assert [t["seed"] for t in confirm] == ["1", "1"]
     assert [t["overrides"] for t in confirm] == [t["overrides"] for t in top[:2]]
+    # ... on another train/val split of the same data (sweep.resplit): the searches' split's luck is not shared
+    assert [t["launch"] for t in confirm] == ["data.val_seed=1"] * 2
+    calls_ = [line.split() for line in (tmp_path / "calls.txt").read_text().splitlines()]
+    assert sorted(c[3] for c in calls_ if c[0] == "1") == ["1", "1"] and {c[3] for c in calls_ if c[0] == "0"} == {"None"}
     means = {c["overrides"]: (float(c["metric"]) + float(t["metric"])) / 2 for c, t in zip(confirm, top)}
     imp = json.loads((tmp_path / "sw" / "importance.json").read_text())
     best = imp["best"]
@@ -210,12 +214,14 @@ def test_real_sweep_on_digits(dlrun, tmp_path):
 
 
 def test_a_key_given_on_the_command_line_is_fixed(tmp_path):
-    res = run_app(tmp_path, "sweep=importance", "sweep.budget=8", "model.width=16", "optim.lr=0.003", "seed=5")
+    res = run_app(tmp_path, "sweep=importance", "sweep.budget=8", "model.width=16", "optim.lr=0.003", "seed=5",
+                  "data.val_seed=2")
     assert res.returncode == 0, res.stderr[-3000:]
     trials = rows(tmp_path)
     assert len(trials) > 2 and not any("model.width" in t["overrides"] or "optim.lr" in t["overrides"] for t in trials)
     calls_ = [line.split() for line in (tmp_path / "calls.txt").read_text().splitlines()]
-    assert {tuple(c[1:]) for c in calls_} == {("0.003", "16")}  # every trial ran with the user's values
+    assert {tuple(c[1:]) for c in calls_} == {("0.003", "16", "2")}  # every trial ran with the user's values
+    assert {t["launch"] for t in trials} == {""}  # the user's validation split: the re-runs keep it too
     # seed=5 is the searches' seed; the second of sweep.seeds=[0,1] confirms
     assert {t["seed"] for t in trials if t["round"] != "3"} == {"5"}
     assert [t["seed"] for t in trials if t["round"] == "3"] == ["0", "0"]

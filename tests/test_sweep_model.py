@@ -184,11 +184,11 @@ def test_successive_halving_continues_the_best_short_runs(tmp_path, promote, sha
     # more points tried than whole runs fit in the same epochs (a short run costs 1/3, a continuation 2/3)
     spent = len(short) / 3 + len(resumed) * 2 / 3
     assert len(short) > (1.3 if share > 0.3 else 1.6) * spent and len(short) >= 2 * len(resumed)
-    # the pick comes from whole runs only, confirmed from scratch with the second seed
+    # the pick comes from whole runs only, confirmed from scratch with the second seed (another validation split)
     best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
     picked = [t for t in trials if int(t["trial"]) in best["trials"]]
     assert best["seeds"] == [0, 1] and all(t["launch"] == "" or t["launch"].startswith("resume=") for t in picked)
-    assert [t["launch"] for t in trials if t["stage"] == "confirm"] == ["", ""]
+    assert [t["launch"] for t in trials if t["stage"] == "confirm"] == ["data.val_seed=1"] * 2
 
 
 def test_a_stage_whose_keys_carry_no_variance_passes_its_trials_on(tmp_path):

@@ -103,6 +103,11 @@ def split_indices(n: int, fractions: Sequence[float], rng: np.random.Generator) 
     return parts
 
 
+def val_rng(rng: np.random.Generator, split_seed: int, val_seed: int | None) -> np.random.Generator:
+    """The generator of the train/val split: the split's own (`val_seed` null) or one seeded by both seeds."""
+    return rng if val_seed is None else np.random.default_rng([int(split_seed), int(val_seed)])
+
+
 def class_filter(classes: Sequence[int] | None, class_names: list[str]) -> tuple[list[int], list[str]]:
     """Validate data.classes; return the kept ids and their names."""
     if classes is None:
@@ -142,16 +147,17 @@ def broadcast(stat: torch.Tensor, ndim: int) -> torch.Tensor:
 def from_tensors(name: str, x: torch.Tensor, y: np.ndarray, class_names: list[str], modality: str, *,
                  x_test: torch.Tensor | None = None, y_test: np.ndarray | None = None,
                  fraction: float = 1.0, classes: Sequence[int] | None = None, val_fraction: float = 0.15,
-                 test_fraction: float = 0.15, split_seed: int = 0, normalize: bool = True,
-                 batch_size: int = 64, num_workers: int = 0, augment: bool = False,
+                 test_fraction: float = 0.15, split_seed: int = 0, val_seed: int | None = None,
+                 normalize: bool = True, batch_size: int = 64, num_workers: int = 0, augment: bool = False,
                  flip: bool = False) -> DataBundle:
-    """Split (test only when no official test set), filter, subset and normalize in-memory data."""
+    """Split (test only when no official test set), filter, subset and normalize in-memory data.
+    `val_seed` draws another train/val split of the same non-test samples (the test split stays put)."""
     rng = np.random.default_rng(split_seed)
     keep, names = class_filter(classes, class_names)
     if x_test is None:
         train_i, test_i = split_indices(len(y), [test_fraction], rng)
         x_test, y_test, x, y = x[test_i], y[test_i], x[train_i], y[train_i]
-    train_i, val_i = split_indices(len(y), [val_fraction], rng)
+    train_i, val_i = split_indices(len(y), [val_fraction], val_rng(rng, split_seed, val_seed))
     parts = {"train": (x[train_i], y[train_i]), "val": (x[val_i], y[val_i]), "test": (x_test, y_test)}
     splits = {}
     for key, (xs, ys) in parts.items():

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dlrunner.data.core import DataBundle, check_knobs, class_filter, norm_stats, select, split_indices
+from dlrunner.data.core import DataBundle, check_knobs, class_filter, norm_stats, select, split_indices, val_rng
 from dlrunner.errors import DlrunError
 
 
@@ -59,7 +59,7 @@ def _scan(path: Path) -> dict[str, list[tuple[str, int]]] | tuple[list, list[str
 
 
 def build_folder(*, path: str, size: int = 64, channels: int = 3, flip: bool = True, test_fraction: float = 0.15,
-                 fraction: float = 1.0, classes=None, val_fraction: float = 0.15, split_seed: int = 0,
+                 fraction: float = 1.0, classes=None, val_fraction: float = 0.15, split_seed: int = 0, val_seed: int | None = None,
                  batch_size: int = 64, num_workers: int = 2, normalize: bool = True, augment: bool = False) -> DataBundle:
     check_knobs(fraction=fraction, val_fraction=val_fraction, batch_size=batch_size, num_workers=num_workers,
                 test_fraction=test_fraction)
@@ -75,11 +75,15 @@ def build_folder(*, path: str, size: int = 64, channels: int = 3, flip: bool = T
     keep, kept_names = class_filter(classes, names)
     if has_split and (root / "test").is_dir():
         test = list(_scan(root / "test").samples)
-        train_i, val_i = split_indices(len(samples), [val_fraction], rng)
+        train_i, val_i = split_indices(len(samples), [val_fraction], val_rng(rng, split_seed, val_seed))
         parts = {"train": train_i, "val": val_i}
     else:
         test = None
         train_i, val_i, test_i = split_indices(len(samples), [val_fraction, test_fraction], rng)
+        if val_seed is not None:  # the same test split; the rest dealt again into train and val
+            rest = np.concatenate([train_i, val_i])
+            train_i, val_i = (rest[i] for i in split_indices(len(rest), [val_fraction * len(samples) / max(1, len(rest))],
+                                                              val_rng(rng, split_seed, val_seed)))
         parts = {"train": train_i, "val": val_i, "test": test_i}
     lists = {k: [samples[i] for i in idx] for k, idx in parts.items()}
     if test is not None:

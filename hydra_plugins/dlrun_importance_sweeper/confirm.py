@@ -1,5 +1,8 @@
 """The importance sweep's last step, mixed into Stages: the best points re-run with the second seed,
-and the pick, the best 2-seed mean (with a time budget, as many re-runs as fit)."""
+on another train/val split of the same data (`sweep.resplit`, `data.val_seed`: the test split stays
+put), and the pick, the best 2-seed mean (with a time budget, as many re-runs as fit). Among many
+points the best validation scores are partly the luck of one split's samples; a re-run on other
+samples does not share that luck."""
 from __future__ import annotations
 
 from dlrunner import sweep as sw
@@ -30,10 +33,12 @@ class Confirm:
                 self.console.print(f"confirm: {k} re-runs fit in the time left (sweep.time_budget)")
         if k <= 0 or not ranked:
             return
-        again = []
+        again, resplit = [], self._resplit()
         for t in ranked[:k]:
             r = self._trial("confirm", 3, self.seeds[1], {})
             r.values = dict(t.values)
+            if resplit:
+                r.launch = {"data.val_seed": str(self.seeds[1])}
             again.append(r)
         self._run(again)
         pairs = [[t, r] for t, r in zip(ranked, again) if r.ok]
@@ -41,6 +46,17 @@ class Confirm:
             mean = lambda ts: sum(x.metric for x in ts) / len(ts)  # noqa: E731
             best = (min if self.lower else max)(pairs, key=mean)
             self.inc = {"values": dict(best[0].values), "trials": best}
-            self.console.print(f"pick: the best {self.metric} over {len(pairs[0])} seeds, "
-                               f"{mean(best):.4f} (of {len(pairs)} points re-run)")
+            self.console.print(f"pick: the best {self.metric} over {len(pairs[0])} seeds"
+                               + (" and validation splits" if resplit else "")
+                               + f", {mean(best):.4f} (of {len(pairs)} points re-run)")
         self._table("confirm", again)
+
+    def _resplit(self) -> bool:
+        """Whether the re-runs draw another validation split: `sweep.resplit`, a data config with
+        `val_seed`, and no `data.val_seed` given on the command line."""
+        if not self.s.get("resplit", True) or "data.val_seed" in self.fixed:
+            return False
+        try:
+            return "val_seed" in (self._compose({}).get("data") or {})
+        except Exception:  # a config that does not compose fails on its own trials
+            return False
