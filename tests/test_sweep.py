@@ -131,6 +131,30 @@ def test_stages_revisit_earlier_keys_failures_pick_and_resume(tmp_path):
     assert calls(tmp_path) == before
 
 
+def test_equal_metrics_are_ranked_by_validation_loss(tmp_path):
+    """An accuracy on a few hundred validation samples ties often: among equal ones the lower
+    val/loss at the run's best epoch ranks first (what the confirmation re-runs and the incumbent
+    follow); a run without one ranks after those with one; a loss metric is ranked by itself."""
+    from dlrunner.sweep import Trial
+    from hydra_plugins.dlrun_importance_sweeper.importance_sweeper import ImportanceSweeper
+
+    def trial(i: int, metric: float, loss: float | None) -> Trial:
+        d = tmp_path / str(i)
+        d.mkdir()
+        if loss is not None:
+            (d / "summary.json").write_text(json.dumps({"best": {"val/acc": metric, "val/loss": loss}}))
+        return Trial("tier1", 1, 0, {"model.width": str(8 + i)}, i, metric, 1.0, "completed", "", str(d))
+
+    s = ImportanceSweeper()
+    s.lower, s.seeds, s._losses = False, [0, 1], {}
+    s.trials = [trial(0, 0.98, 0.01), trial(1, 0.985, 0.09), trial(2, 0.985, 0.04), trial(3, 0.985, None),
+                trial(4, 0.99, 0.2)]
+    assert [t.trial for t in s._ranked()] == [4, 2, 1, 3, 0]
+    assert s._best(s.trials[:4]).trial == 2
+    s.lower, s._losses = True, {}  # val/loss optimized: the metric alone, lowest first
+    assert [t.trial for t in s._ranked()] == [0, 1, 2, 3, 4]
+
+
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     small = ["sweep=importance", "sweep.budget=12", "sweep.seeds=[0]"]
     # tier1 is trials 1-4 (one batch), tier2's first batch 5-6: the kill lands in the middle of it

@@ -187,7 +187,8 @@ def test_successive_halving_continues_the_best_short_runs(tmp_path, promote, sha
     # the pick comes from whole runs only, confirmed from scratch with the second seed (another validation split)
     best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
     picked = [t for t in trials if int(t["trial"]) in best["trials"]]
-    assert best["seeds"] == [0, 1] and all(t["launch"] == "" or t["launch"].startswith("resume=") for t in picked)
+    assert best["seeds"] == [0, 1] and all(t["launch"] in ("", "data.val_seed=1") or t["launch"].startswith("resume=")
+                                       for t in picked)
     assert [t["launch"] for t in trials if t["stage"] == "confirm"] == ["data.val_seed=1"] * 2
 
 

@@ -12,9 +12,9 @@ class Confirm:
     """The Sweeper provides _finished, _trial, _run, _table, _whole, _batches, _out_of_time, ..."""
 
     def _ranked(self) -> list[sw.Trial]:
-        """Finished trials, best first, one per point."""
+        """Finished trials, best first (equal metrics: the lower val/loss first), one per point."""
         ranked, seen = [], set()
-        for t in sorted((t for t in self._finished() if t.ok), key=lambda t: t.metric, reverse=not self.lower):
+        for t in sorted((t for t in self._finished() if t.ok), key=self._rank):
             if t.key not in seen:
                 seen.add(t.key)
                 ranked.append(t)

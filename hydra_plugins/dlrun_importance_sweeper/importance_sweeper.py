@@ -124,6 +124,7 @@ class ImportanceSweeper(Stages, Results, Sweeper):
                                [int(p.name) for p in self.dir.iterdir() if p.name.isdigit()] + [-1])
         self.trials: list[sw.Trial] = []
         self._composed: dict[tuple[str, ...], Any] = {}
+        self._losses: dict[str, float] = {}  # run folder: val/loss at its best epoch (the tie-break)
         self.stages: list[dict[str, Any]] = []
         self.params: dict[str, sw.Param] = {}
         stopped = ""
@@ -293,7 +294,25 @@ class ImportanceSweeper(Stages, Results, Sweeper):
 
     def _best(self, trials: list[sw.Trial]) -> sw.Trial | None:
         ok = [t for t in trials if t.ok]
-        return (min if self.lower else max)(ok, key=lambda t: t.metric) if ok else None
+        return min(ok, key=self._rank) if ok else None
+
+    def _rank(self, t: sw.Trial) -> tuple[float, float]:
+        """Sorts the best trial first: its metric, then among equal metrics the lower val/loss at the
+        run's best epoch. An accuracy on a few hundred validation samples ties often (16 whole runs at
+        591/600 in a 30-minute MNIST-1D sweep); the loss still tells them apart."""
+        return (self._sign(-t.metric), self._loss(t))
+
+    def _loss(self, t: sw.Trial) -> float:
+        if self.lower or not t.run_dir:  # a loss metric is its own tie-break
+            return 0.0
+        if t.run_dir not in self._losses:
+            try:
+                best = json.loads((Path(t.run_dir) / "summary.json").read_text()).get("best") or {}
+                loss = float(best["val/loss"])
+                self._losses[t.run_dir] = loss if math.isfinite(loss) else math.inf
+            except (OSError, ValueError, KeyError, TypeError):  # no summary or no val/loss: after those with one
+                self._losses[t.run_dir] = math.inf
+        return self._losses[t.run_dir]
 
 
 def _one_line(e: Any) -> str:

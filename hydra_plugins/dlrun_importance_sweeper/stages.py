@@ -257,7 +257,7 @@ class Stages(Clock, Confirm):
         continue from their checkpoints (`resume=RUN_DIR`, the schedule already set for `epochs`) to the end."""
         if k == 1:
             return []
-        ok = sorted((t for t in trials if t.ok and t.run_dir), key=lambda t: t.metric, reverse=not self.lower)
+        ok = sorted((t for t in trials if t.ok and t.run_dir), key=self._rank)
         go = []
         for t in ok[: math.ceil(len(trials) * self._promoted_share() - 1e-9)]:
             c = self._trial(name, 4, self.seeds[0], {})
