@@ -4,7 +4,7 @@ Optuna's TPE over every key (8 random start-up points, then TPE asked two at a t
 whole runs (`sweep.halving=1`); the importance sweep as configured (successive halving included). All three go
 through the same sweeper (`sweep.method=importance|random|tpe`), so they share the space
 (conf/sweep/importance.yaml), the budget (trials), the job, the launcher (joblib, 2 trials at a
-time, 1 CPU thread each) and the pick rule: the 2 best points re-run with seed 1, the best 2-seed
+time, 1 CPU thread each) and the pick rule: the 2 best points re-run with seed 1 on another validation split, the best 2-seed
 val mean wins. Each pick, and the job without search, is then trained with 3 fresh seeds (2, 3, 4)
 and scored on the test split (`eval_test=true`: best.pt, chosen on val, evaluated once on test).
 `python bench/search.py --table` prints the README table from bench/results/cpu-search.json;
