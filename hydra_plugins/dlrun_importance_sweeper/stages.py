@@ -242,8 +242,10 @@ class Stages(Clock, Confirm):
         share, fair = sum(imp[k] for k in new) / sum(imp.values()), len(new) / len(imp)
         if share >= fair / 2:
             return False
+        rest = (f"the {max(0.0, self.stage_end - time.perf_counter()):.0f} s left of its slice pass on" if self.timed
+                else f"{points - len(trials)} of its {points} points pass on")  # timed: the points are as many as fit
         self.console.print(f"stage {name}: {', '.join(new)} carry {share:.0%} of the measured variance "
-                           f"(an equal split: {fair:.0%}): {points - len(trials)} of its {points} points pass on")
+                           f"(an equal split: {fair:.0%}): {rest}")
         return True
 
     def _point(self, stage: str, rnd: int, point: dict[str, Any], rung: int) -> sw.Trial:
