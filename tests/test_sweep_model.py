@@ -101,8 +101,21 @@ def test_a_time_budget_is_shared_by_the_stages_and_bounds_the_whole_sweep(tmp_pa
     assert 0.3 * 40 < spent < 40, spent  # the time is used, and not overrun
     assert sum(t["stage"] == "confirm" for t in trials) == 2
     assert "out of time" not in res.stdout  # every stage had its slice
-    # a stage that settles early passes on the rest of its time (its points are as many as fit: no count)
-    assert " of its " not in res.stdout or "s left of its slice pass on" in res.stdout
+
+
+def test_a_timed_stage_whose_keys_carry_no_variance_passes_its_time_on(tmp_path, monkeypatch):
+    """With the time shared out the points are as many as fit: a stage that settles early says how
+    many seconds of its slice pass on (not a count of points it never had)."""
+    import re
+
+    monkeypatch.setenv("SWEEP_SLEEP", "0.3")  # 30 s: room for the sweep's own cost on a loaded machine
+    res = run_app(tmp_path, "sweep=importance", "sweep.time_budget=30",
+                  "sweep.tiers=[[optim.lr,schedule,model.init],[model.dropout],[model.act]]",
+                  "sweep.shares=[0.3,0.3,0.2,0.2]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert re.search(r"stage tier2: model.dropout carry \d+% of the measured variance \(an equal split: 25%\): "
+                     r"the \d+ s left of its slice pass on", res.stdout), res.stdout[-3000:]
+    assert "points pass on" not in res.stdout
 
 
 def test_random_and_tpe_methods_search_every_key_at_once(tmp_path):
