@@ -24,8 +24,8 @@ from dlrunner.engine.batchsize import auto_batch_size
 from dlrunner.engine.precision import PRECISIONS, Precision
 from dlrunner.tricks.base import Trick, Tricks
 
-DATA_KNOBS = ("fraction", "classes", "val_fraction", "test_fraction", "split_seed", "val_seed", "batch_size", "num_workers",
-              "normalize", "augment", "flip")
+DATA_KNOBS = ("fraction", "classes", "val_fraction", "test_fraction", "split_seed", "val_seed", "batch_size",
+              "num_workers", "normalize", "augment", "flip")
 
 
 def locate(path: str, group: str) -> Callable:

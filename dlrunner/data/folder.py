@@ -59,8 +59,9 @@ def _scan(path: Path) -> dict[str, list[tuple[str, int]]] | tuple[list, list[str
 
 
 def build_folder(*, path: str, size: int = 64, channels: int = 3, flip: bool = True, test_fraction: float = 0.15,
-                 fraction: float = 1.0, classes=None, val_fraction: float = 0.15, split_seed: int = 0, val_seed: int | None = None,
-                 batch_size: int = 64, num_workers: int = 2, normalize: bool = True, augment: bool = False) -> DataBundle:
+                 fraction: float = 1.0, classes=None, val_fraction: float = 0.15, split_seed: int = 0,
+                 val_seed: int | None = None, batch_size: int = 64, num_workers: int = 2, normalize: bool = True,
+                 augment: bool = False) -> DataBundle:
     check_knobs(fraction=fraction, val_fraction=val_fraction, batch_size=batch_size, num_workers=num_workers,
                 test_fraction=test_fraction)
     if int(channels) not in (1, 3):
@@ -82,8 +83,8 @@ def build_folder(*, path: str, size: int = 64, channels: int = 3, flip: bool = T
         train_i, val_i, test_i = split_indices(len(samples), [val_fraction, test_fraction], rng)
         if val_seed is not None:  # the same test split; the rest dealt again into train and val
             rest = np.concatenate([train_i, val_i])
-            train_i, val_i = (rest[i] for i in split_indices(len(rest), [val_fraction * len(samples) / max(1, len(rest))],
-                                                              val_rng(rng, split_seed, val_seed)))
+            share = len(val_i) / max(1, len(rest))  # the same val size
+            train_i, val_i = (rest[i] for i in split_indices(len(rest), [share], val_rng(rng, split_seed, val_seed)))
         parts = {"train": train_i, "val": val_i, "test": test_i}
     lists = {k: [samples[i] for i in idx] for k, idx in parts.items()}
     if test is not None:
