@@ -82,7 +82,7 @@ def sections(tmp: Path, args: argparse.Namespace) -> dict:
     def search_runs() -> dict:
         from search import search  # bench/search.py
 
-        return search(tmp, args.search, args.methods)
+        return search(tmp, args.search, args.methods, args.sweep_seeds)
     return {"quality": lambda: quality(tmp), "overhead": overheads, "precompute": lambda: precompute(tmp),
             "tricks": lambda: tricks(tmp, args.tricks), "determinism": lambda: determinism(tmp),
             "doctor": lambda: doctor(tmp), "lightning": lambda: lightning(tmp), "tta": lambda: tta(tmp, args.seeds),
@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--presets", nargs="*", default=None, help="with --only presets: just these")
     ap.add_argument("--search", nargs="*", default=None, help="with --only search: just these jobs (bench/search.py JOBS)")
     ap.add_argument("--methods", nargs="*", default=None, help="with --only search: just these sweep.method values")
+    ap.add_argument("--sweep-seeds", type=int, nargs="*", default=None,
+                    help="with --only search: each method once per sweep.sobol_seed (default: 0 only)")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="folder for the JSON")
     args = ap.parse_args()
     res = {"machine": machine(), "date": time.strftime("%Y-%m-%d")}
@@ -114,6 +116,8 @@ def main() -> None:
         suffix += "-" + "-".join(args.presets)
     if args.search:
         suffix += "-" + "-".join(args.search + (args.methods or []))
+    if args.sweep_seeds and args.sweep_seeds != [0]:
+        suffix += "-seeds" + "-".join(map(str, args.sweep_seeds))
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"{'gpu' if torch.cuda.is_available() else 'cpu'}-{suffix}.json"
     out.write_text(json.dumps(res, indent=2))

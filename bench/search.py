@@ -89,56 +89,92 @@ def score(tmp: Path, job: list[str], values: dict[str, str], seeds: list[int], j
     return out
 
 
-def compare(tmp: Path, name: str, budget: int = 24, jobs: int = 2, methods: list[str] | None = None) -> dict:
+def compare(tmp: Path, name: str, budget: int = 24, jobs: int = 2, methods: list[str] | None = None,
+            sweep_seeds: list[int] | None = None) -> dict:
+    """`sweep_seeds`: each method once per `sweep.sobol_seed` (its Sobol points and TPE sampler; 0: as
+    shipped); a sweep with another seed is keyed `METHOD sweep.sobol_seed=S`."""
     job = JOBS[name]
-    base = score(tmp, job, {}, [0, 1, *TEST_SEEDS], jobs)
-    res = {"job": job, "budget": budget, "parallel": jobs, "test_seeds": TEST_SEEDS,
-           "default": {"pick_val_2seed": (base[0]["val"] + base[1]["val"]) / 2,
-                       "test": [base[s]["test"] for s in TEST_SEEDS]}}
-    res["default"]["test_mean"] = sum(res["default"]["test"]) / len(TEST_SEEDS)
-    for method in methods or METHODS:
-        r = sweep(tmp, job, method, budget, jobs)
+    res = {"job": job, "budget": budget, "parallel": jobs, "test_seeds": TEST_SEEDS}
+    if 0 in (sweep_seeds or [0]):  # the job as given (a run of other sweep seeds only leaves it out)
+        base = score(tmp, job, {}, [0, 1, *TEST_SEEDS], jobs)
+        res["default"] = {"pick_val_2seed": (base[0]["val"] + base[1]["val"]) / 2,
+                          "test": [base[s]["test"] for s in TEST_SEEDS]}
+        res["default"]["test_mean"] = sum(res["default"]["test"]) / len(TEST_SEEDS)
+    for method, seed in itertools.product(methods or METHODS, sweep_seeds or [0]):
+        key = method if seed == 0 else f"{method} sweep.sobol_seed={seed}"
+        r = sweep(tmp, job, method, budget, jobs, [f"sweep.sobol_seed={seed}"] if seed else [])
         scored = score(tmp, job, r["pick"], TEST_SEEDS, jobs)
         r["test"] = [scored[s]["test"] for s in TEST_SEEDS]
         r["test_mean"] = sum(r["test"]) / len(TEST_SEEDS)
-        res[method] = r
-        print(f"{name} {method}: {r['wall_s']:.0f} s, pick val {r['pick_val_2seed']:.4f}, "
+        res[key] = r
+        print(f"{name} {key}: {r['wall_s']:.0f} s, pick val {r['pick_val_2seed']:.4f}, "
               f"test {r['test_mean']:.4f}\n{json.dumps(r)}", flush=True)
     return res
 
 
-def search(tmp: Path, names: list[str] | None = None, methods: list[str] | None = None) -> dict:
-    """The comparison on every job of JOBS (or `names`), one after the other (`methods`: some only)."""
-    return {name: compare(tmp, name, methods=methods) for name in (names or JOBS)}
+def search(tmp: Path, names: list[str] | None = None, methods: list[str] | None = None,
+           sweep_seeds: list[int] | None = None) -> dict:
+    """The comparison on every job of JOBS (or `names`), one after the other (`methods`: some only;
+    `sweep_seeds`: each method once per sweep seed)."""
+    return {name: compare(tmp, name, methods=methods, sweep_seeds=sweep_seeds) for name in (names or JOBS)}
 
 
 def table(res: dict) -> None:
     """The README table: one row per job and method."""
-    print("| job | method | sweep wall | trials (configurations) | pick (2-seed val) | pick on test, seeds "
-          + "/".join(map(str, TEST_SEEDS)) + " | test mean |\n|---|---|---|---|---|---|---|")
+    print("| job | method | measured | sweep wall | trials (configurations) | pick (2-seed val) | pick on test, seeds "
+          + "/".join(map(str, TEST_SEEDS)) + " | test mean |\n|---|---|---|---|---|---|---|---|")
     for name, r in res.items():
         if not isinstance(r, dict) or "default" not in r:
             continue
         d = r["default"]
-        print(f"| {name} | no search (the job as given) | - | - | {d['pick_val_2seed']:.3f} | "
+        print(f"| {name} | no search (the job as given) | {d.get('date', '-')} | - | - | {d['pick_val_2seed']:.3f} | "
               + " / ".join(f"{v:.3f}" for v in d["test"]) + f" | {d['test_mean']:.3f} |")
-        variants = sorted(k for k in r if k not in METHODS and isinstance(r[k], dict) and "test" in r[k] and k != "default")
-        for m in [m for m in METHODS if m in r] + variants:
+        keys = [k for k in r if isinstance(r[k], dict) and "test" in r[k] and k != "default"]
+        reps = sorted((k for k in keys if k.split()[0] in METHODS), key=lambda k: (METHODS.index(k.split()[0]), k))
+        for m in reps + sorted(k for k in keys if k.split()[0] not in METHODS):
             x = r[m]
-            label = f"`sweep.method={m}`" if m in METHODS else f"`sweep.method=importance {m}`"
-            print(f"| {name} | {label} | {x['wall_s']:.0f} s | {x['trials']} ({x['configurations']}) | "
+            label = f"`sweep.method={m}`" if m.split()[0] in METHODS else f"`sweep.method=importance {m}`"
+            print(f"| {name} | {label} | {x.get('date', '-')} | {x['wall_s']:.0f} s | {x['trials']} ({x['configurations']}) | "
                   f"{x['pick_val_2seed']:.3f} | " + " / ".join(f"{v:.3f}" for v in x["test"])
                   + f" | {x['test_mean']:.3f} |")
+
+
+def replicates(res: dict) -> None:
+    """A second table: each method over its sweeps with other `sweep.sobol_seed`s (jobs measured so)."""
+    rows = []
+    for name, r in res.items():
+        for m in METHODS:
+            runs = {k: r[k] for k in r if isinstance(r[k], dict) and "test" in r[k] and k.split()[0] == m
+                    and (k == m or k.startswith(f"{m} sweep.sobol_seed="))}
+            if len(runs) < 2:
+                continue
+            seeds = sorted(0 if k == m else int(k.rsplit("=", 1)[1]) for k in runs)
+            x = [runs[m if s == 0 else f"{m} sweep.sobol_seed={s}"] for s in seeds]
+            means = [v["test_mean"] for v in x]
+            rows.append(f"| {name} | `sweep.method={m}` | {', '.join(map(str, seeds))} | "
+                        f"{sum(v['wall_s'] for v in x) / len(x):.0f} s | "
+                        + " / ".join(f"{v:.3f}" for v in means) + f" | {sum(means) / len(means):.4f} |")
+    if rows:
+        print("| job | method | sweep.sobol_seed | sweep wall (mean) | each sweep's pick on test (mean of seeds "
+              + "/".join(map(str, TEST_SEEDS)) + ") | mean over the sweeps |\n|---|---|---|---|---|---|")
+        print("\n".join(rows))
 
 
 def measured() -> dict:
     """Every job and method measured, from bench/results/cpu-search*.json (one file per `--search JOB
     [--methods ...]` run): a file naming fewer jobs or methods (a longer name) is read later, and its
-    methods replace the earlier file's."""
+    methods replace the earlier file's. Each row carries its file's date."""
     merged: dict = {}
     for path in sorted((ROOT / "bench" / "results").glob("cpu-search*.json"), key=lambda p: (len(p.name), p.name)):
-        for job, r in json.loads(path.read_text()).get("search", {}).items():  # (cpu-search-bar*.json: the bar)
-            merged.setdefault(job, {}).update(r)
+        data = json.loads(path.read_text())
+        for job, r in data.get("search", {}).items():  # (cpu-search-bar*.json: the bar)
+            for row in r.values():
+                if isinstance(row, dict):
+                    row.setdefault("date", data.get("date", "-"))
+            into = merged.setdefault(job, {})
+            if "default" in into and into["default"]["date"] > r.get("default", {}).get("date", ""):
+                r = {k: v for k, v in r.items() if k != "default"}  # the job as given: its newest measurement
+            into.update(r)
     return merged
 
 
@@ -211,6 +247,8 @@ def bar(extra: list[str], minutes: int = 30, jobs: int = 2, name: str | None = N
 if __name__ == "__main__":
     if "--table" in sys.argv:  # every job measured, from cpu-search*.json (one file per `--search` run)
         table(measured())
+        print()
+        replicates(measured())
     elif "--bar" in sys.argv:  # python bench/search.py [--name NAME] --bar [OVERRIDE...]: the 30-minute MNIST-1D sweep
         i = sys.argv.index("--bar")
         bar(sys.argv[i + 1:], name=sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv[:i] else None)

@@ -93,6 +93,7 @@ def test_the_readme_search_table_is_the_one_measured(capsys):
     import search
 
     search.table(search.measured())
+    search.replicates(search.measured())
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     readme = (BENCH.parent / "README.md").read_text().splitlines()
     assert len(rows) > 8 and [r for r in rows if r not in readme] == []
