@@ -15,6 +15,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ def _env() -> dict:
 
 def sweep(tmp: Path, job: list[str], method: str, budget: int, jobs: int, extra: list[str] = ()) -> dict:
     """One sweep through the joblib launcher; its pick, trials and wall time."""
-    out = tmp / f"sweep-{method}"
+    out = tmp / "-".join(["sweep", method, *(e.replace("=", "") for e in extra)])  # its own folder: not a resumed one
     if method != "importance":  # the plain searches a user would run: whole runs only
         extra = ["sweep.halving=1", *extra]
     args = [sys.executable, "-m", "dlrunner", "-m", "sweep=importance", f"sweep.method={method}",
@@ -63,7 +64,9 @@ def summarize(out: Path, wall: float) -> dict:
             "configurations": len({t["overrides"] for t in trials}),
             "trial_time_s": round(sum(float(t["time"] or 0) for t in trials), 1),  # the runs' own walls, summed
             "pick": best["values"], "pick_val_2seed": best["metric"], "pick_seeds": best["seeds"],
-            "measured_importance": imp.get("measured")}
+            "measured_importance": imp.get("measured"),
+            # every trial as trials.csv has it (run folders are local paths: dropped)
+            "trial_rows": [{k: v for k, v in t.items() if k != "run_dir"} for t in trials]}
 
 
 def score(tmp: Path, job: list[str], values: dict[str, str], seeds: list[int], jobs: int, final: bool = False) -> dict:
@@ -140,18 +143,24 @@ def table(res: dict) -> None:
 
 
 def replicates(res: dict) -> None:
-    """A second table: each method over its sweeps with other `sweep.sobol_seed`s (jobs measured so)."""
+    """A second table: each method (or importance-sweep variant) over its sweeps with other
+    `sweep.sobol_seed`s, where it was measured so."""
     rows = []
     for name, r in res.items():
-        for m in METHODS:
-            runs = {k: r[k] for k in r if isinstance(r[k], dict) and "test" in r[k] and k.split()[0] == m
-                    and (k == m or k.startswith(f"{m} sweep.sobol_seed="))}
+        groups: dict[str, dict[int, dict]] = {}
+        for k, v in r.items():
+            if isinstance(v, dict) and "test" in v and k != "default":
+                m = re.fullmatch(r"(.*?)(?: sweep\.sobol_seed=(\d+))?", k)
+                groups.setdefault(m.group(1), {})[int(m.group(2) or 0)] = v
+        order = lambda b: (b.split()[0] not in METHODS, METHODS.index(b.split()[0]) if b.split()[0] in METHODS else 0, b)  # noqa: E731
+        for base in sorted(groups, key=order):
+            runs = groups[base]
             if len(runs) < 2:
                 continue
-            seeds = sorted(0 if k == m else int(k.rsplit("=", 1)[1]) for k in runs)
-            x = [runs[m if s == 0 else f"{m} sweep.sobol_seed={s}"] for s in seeds]
+            x = [runs[s] for s in sorted(runs)]
             means = [v["test_mean"] for v in x]
-            rows.append(f"| {name} | `sweep.method={m}` | {', '.join(map(str, seeds))} | "
+            label = f"`sweep.method={base}`" if base.split()[0] in METHODS else f"`sweep.method=importance {base}`"
+            rows.append(f"| {name} | {label} | {', '.join(map(str, sorted(runs)))} | "
                         f"{sum(v['wall_s'] for v in x) / len(x):.0f} s | "
                         + " / ".join(f"{v:.3f}" for v in means) + f" | {sum(means) / len(means):.4f} |")
     if rows:
@@ -222,6 +231,7 @@ def bar(extra: list[str], minutes: int = 30, jobs: int = 2, name: str | None = N
         if res.returncode != 0:
             raise RuntimeError(f"the sweep failed: {res.stderr[-2000:]}")
         r = summarize(out, time.time() - t0)
+        r.pop("trial_rows")  # (written beside the JSON below)
         with (out / "trials.csv").open() as f:
             r["stages"] = sorted({row["stage"] for row in csv.DictReader(f)})
         name = name or "-".join("".join(c for c in e if c.isalnum() or c in "._") for e in extra)
