@@ -40,7 +40,7 @@ def _env() -> dict:
 
 def sweep(tmp: Path, job: list[str], method: str, budget: int, jobs: int, extra: list[str] = ()) -> dict:
     """One sweep through the joblib launcher; its pick, trials and wall time."""
-    out = tmp / "-".join(["sweep", method, *(e.replace("=", "") for e in extra)])  # its own folder: not a resumed one
+    out = tmp / "-".join(["sweep", method, *(e.replace("=", "").replace("/", "_") for e in extra)])  # its own folder: not a resumed one
     if method != "importance":  # the plain searches a user would run: whole runs only
         extra = ["sweep.halving=1", *extra]
     args = [sys.executable, "-m", "dlrunner", "-m", "sweep=importance", f"sweep.method={method}",
@@ -204,7 +204,7 @@ def variant(job: str, extra: list[str], jobs: int = 2) -> None:
     r["test"] = [scored[s]["test"] for s in TEST_SEEDS]
     r["test_mean"] = sum(r["test"]) / len(TEST_SEEDS)
     key = " ".join(extra)
-    out = ROOT / "bench" / "results" / f"cpu-search-{job}-variant-{'-'.join(e.replace('=', '') for e in extra)}.json"
+    out = ROOT / "bench" / "results" / f"cpu-search-{job}-variant-{'-'.join(e.replace('=', '').replace('/', '_') for e in extra)}.json"
     out.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), "search": {job: {key: r}}},
                               indent=2))
     print(f"wrote {out}")
