@@ -122,6 +122,11 @@ def search(tmp: Path, names: list[str] | None = None, methods: list[str] | None 
     return {name: compare(tmp, name, methods=methods, sweep_seeds=sweep_seeds) for name in (names or JOBS)}
 
 
+def _label(key: str) -> str:
+    """A row's method: `METHOD ...` as given, a variant's settings after `sweep.method=importance`."""
+    return f"`sweep.method={key}`" if key.split()[0] in METHODS else f"`sweep.method=importance {key}`"
+
+
 def table(res: dict) -> None:
     """The README table: one row per job and method."""
     print("| job | method | measured | sweep wall | trials (configurations) | pick (2-seed val) | pick on test, seeds "
@@ -136,7 +141,7 @@ def table(res: dict) -> None:
         reps = sorted((k for k in keys if k.split()[0] in METHODS), key=lambda k: (METHODS.index(k.split()[0]), k))
         for m in reps + sorted(k for k in keys if k.split()[0] not in METHODS):
             x = r[m]
-            label = f"`sweep.method={m}`" if m.split()[0] in METHODS else f"`sweep.method=importance {m}`"
+            label = _label(m)
             print(f"| {name} | {label} | {x.get('date', '-')} | {x['wall_s']:.0f} s | {x['trials']} ({x['configurations']}) | "
                   f"{x['pick_val_2seed']:.3f} | " + " / ".join(f"{v:.3f}" for v in x["test"])
                   + f" | {x['test_mean']:.3f} |")
@@ -159,7 +164,7 @@ def replicates(res: dict) -> None:
                 continue
             x = [runs[s] for s in sorted(runs)]
             means = [v["test_mean"] for v in x]
-            label = f"`sweep.method={base}`" if base.split()[0] in METHODS else f"`sweep.method=importance {base}`"
+            label = _label(base)
             rows.append(f"| {name} | {label} | {', '.join(map(str, sorted(runs)))} | "
                         f"{sum(v['wall_s'] for v in x) / len(x):.0f} s | "
                         + " / ".join(f"{v:.3f}" for v in means) + f" | {sum(means) / len(means):.4f} |")
