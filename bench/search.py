@@ -194,7 +194,8 @@ def measured() -> dict:
 
 def variant(job: str, extra: list[str], jobs: int = 2) -> None:
     """The importance sweep with other settings (`sweep.halving=1`), scored like the methods, into
-    bench/results/cpu-search-JOB-variant-SETTINGS.json (the table shows it beside the methods)."""
+    bench/results/cpu-search-JOB-variant-SETTINGS.json (the table shows it beside the methods). With
+    `sweep.method=random|tpe` among the settings: that method's sweep (whole runs) with the rest."""
     import tempfile
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -203,12 +204,15 @@ def variant(job: str, extra: list[str], jobs: int = 2) -> None:
     except ImportError:
         from run import machine
 
+    method = next((e.split("=", 1)[1] for e in extra if e.startswith("sweep.method=")), "importance")
+    extra = [e for e in extra if not e.startswith("sweep.method=")]
     with tempfile.TemporaryDirectory() as t:
-        r = sweep(Path(t), JOBS[job], "importance", 24, jobs, extra)
+        r = sweep(Path(t), JOBS[job], method, 24, jobs, extra)
         scored = score(Path(t), JOBS[job], r["pick"], TEST_SEEDS, jobs)
     r["test"] = [scored[s]["test"] for s in TEST_SEEDS]
     r["test_mean"] = sum(r["test"]) / len(TEST_SEEDS)
-    key = " ".join(extra)
+    key = " ".join(extra if method == "importance" else [method, *extra])  # another method's variant: `tpe SETTING...`
+    extra = extra if method == "importance" else [f"sweep.method{method}", *extra]  # (the file name)
     out = ROOT / "bench" / "results" / f"cpu-search-{job}-variant-{'-'.join(e.replace('=', '').replace('/', '_') for e in extra)}.json"
     out.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), "search": {job: {key: r}}},
                               indent=2))
