@@ -65,8 +65,19 @@ def summarize(out: Path, wall: float) -> dict:
             "trial_time_s": round(sum(float(t["time"] or 0) for t in trials), 1),  # the runs' own walls, summed
             "pick": best["values"], "pick_val_2seed": best["metric"], "pick_seeds": best["seeds"],
             "measured_importance": imp.get("measured"),
-            # every trial as trials.csv has it (run folders are local paths: dropped)
-            "trial_rows": [{k: v for k, v in t.items() if k != "run_dir"} for t in trials]}
+            # every trial as trials.csv has it (run folders are local paths: dropped), with val/acc and
+            # val/loss at its best epoch (what another ranking rule would have seen)
+            "trial_rows": [{**{k: v for k, v in t.items() if k != "run_dir"}, **_best_row(t.get("run_dir"))}
+                           for t in trials]}
+
+
+def _best_row(run_dir: str | None) -> dict:
+    """A trial's val/acc and val/loss at its best epoch, from its summary.json ({} without one)."""
+    try:
+        best = json.loads((Path(run_dir) / "summary.json").read_text())["best"]
+        return {k: best[k] for k in ("epoch", "val/acc", "val/loss") if k in best}
+    except (TypeError, OSError, ValueError, KeyError):
+        return {}
 
 
 def score(tmp: Path, job: list[str], values: dict[str, str], seeds: list[int], jobs: int, final: bool = False) -> dict:

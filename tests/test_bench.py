@@ -97,3 +97,24 @@ def test_the_readme_search_table_is_the_one_measured(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     readme = (BENCH.parent / "README.md").read_text().splitlines()
     assert len(rows) > 8 and [r for r in rows if r not in readme] == []
+
+
+def test_a_sweeps_summary_keeps_every_trials_val_acc_and_loss(tmp_path):
+    """The search bench keeps each trial's val/acc and val/loss at its best epoch beside trials.csv's
+    row (another ranking rule can then be judged on the same trials); a trial without a summary gets none."""
+    import json
+
+    import search
+
+    run = tmp_path / "0"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"best": {"epoch": 7, "val/acc": 0.95, "val/loss": 0.21, "lr": 1e-3}}))
+    (tmp_path / "importance.json").write_text(json.dumps({"best": {"values": {"optim.lr": "0.001"}, "metric": 0.95,
+                                                                   "seeds": [0]}, "failed": 1}))
+    (tmp_path / "trials.csv").write_text("trial,stage,overrides,metric,time,run_dir\n"
+                                         f"0,baseline,,0.95,3.0,{run}\n1,tier1,optim.lr=1,,0.5,{tmp_path / 'gone'}\n")
+    res = search.summarize(tmp_path, 10.0)
+    assert res["trial_rows"][0] == {"trial": "0", "stage": "baseline", "overrides": "", "metric": "0.95", "time": "3.0",
+                                    "epoch": 7, "val/acc": 0.95, "val/loss": 0.21}
+    assert "val/loss" not in res["trial_rows"][1] and "run_dir" not in res["trial_rows"][1]
+    assert (res["trials"], res["configurations"], res["trial_time_s"]) == (2, 2, 3.5)
