@@ -4,7 +4,8 @@ appended to $SWEEP_CALLS (seed, lr, width, data.val_seed); model.depth >= 3 rais
 process at the N-th call (a sweep interrupted mid-way); $SWEEP_SLEEP=S makes a whole run take S
 seconds (a short one its share); a
 finished call writes summary.json as dlrun does; stop_after and resume act as in dlrun (a paused run
-scores lower, a continued one as if trained straight through)."""
+scores lower, a continued one as if trained straight through); with a `*loss` optimized_metric it
+returns 1 - the objective (a loss)."""
 import json
 import math
 import os
@@ -50,6 +51,8 @@ def app(cfg: DictConfig) -> float:
         before = json.loads((Path(cfg.resume) / "summary.json").read_text())
         assert before["status"] == "paused", "only a paused run is continued"
     value = objective(cfg) - 0.05 * (1 - epochs / cfg.epochs)
+    if str(cfg.optimized_metric).endswith("loss"):  # the same objective as a loss: lower is better
+        value = 1.0 - value
     done = int(json.loads((Path(cfg.resume) / "summary.json").read_text())["epochs_run"]) if cfg.resume else 0
     wall = float(os.environ.get("SWEEP_SLEEP", 0)) * (epochs - done) / cfg.epochs
     time.sleep(wall)

@@ -162,7 +162,8 @@ def test_a_sweeps_winner_saved_as_a_preset_reproduces_it(dlrun, tmp_path):
     assert p.stdout.strip() == f"wrote {mine / 'experiment' / 'tab.yaml'}; run it: dlrun --config-dir {mine} experiment=tab"
     text = (mine / "experiment" / "tab.yaml").read_text()
     assert text.startswith("# @package _global_\n# tab: the importance sweep's pick")
-    assert f"# Reaches: val/acc {best['metric']:.4f} (mean of seeds 0)" in text and "# Measured on: cpu, 1 thread" in text
+    # the metric the sweep ranked by (sweep.rank_by=auto: val/loss for this accuracy job), which the preset's runs optimize too
+    assert f"# Reaches: val/loss {best['metric']:.4f} (mean of seeds 0)" in text and "optimized_metric: val/loss" in text and "# Measured on: cpu, 1 thread" in text
     dlrun.env["OMP_NUM_THREADS"] = "1"  # as the sweep's trials ran
     r = dlrun("--config-dir", str(mine), "experiment=tab", "hydra.run.dir=outputs/again")
     assert r.returncode == 0, r.stderr[-3000:]

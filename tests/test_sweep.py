@@ -25,6 +25,8 @@ def run_app(tmp_path: Path, *args: str, kill_at: int | None = None) -> subproces
         env["SWEEP_KILL_AT"] = str(kill_at)
     if not any(a.startswith("sweep.halving=") for a in args):  # the plan on whole runs; halving has its own tests
         args = (*args, "sweep.halving=1")
+    if not any(a.startswith("sweep.rank_by=") for a in args):  # the objective read as an accuracy (test below: auto)
+        args = (*args, "sweep.rank_by=val/acc")
     return subprocess.run([sys.executable, str(APP), "-m", *args, f"hydra.sweep.dir={tmp_path / 'sw'}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
@@ -232,8 +234,9 @@ def test_real_sweep_on_digits(dlrun, tmp_path):
         summary = json.loads((Path(t["run_dir"]) / "summary.json").read_text())
         assert math.isclose(float(t["metric"]), summary["value"], rel_tol=1e-5)
         assert summary["threads"] == 1  # sweep.threads_per_trial, not the 2 the process would have
-    best = json.loads((tmp_path / "sw" / "importance.json").read_text())["best"]
-    assert best["metric"] >= float(trials[0]["metric"])
+    imp = json.loads((tmp_path / "sw" / "importance.json").read_text())
+    assert imp["optimized_metric"] == "val/loss"  # an accuracy job, ranked by its validation loss (rank_by=auto)
+    assert imp["best"]["metric"] <= float(trials[0]["metric"])
     assert (tmp_path / "sw" / "importance.png").exists()
 
 
@@ -360,3 +363,34 @@ def test_a_sweep_killed_at_random_moments_counts_every_trial_once(tmp_path):
     got = [tuple(t[k] for k in same) for t in rows(killed)]
     assert got == [tuple(t[k] for k in same) for t in rows(straight)]
     assert len(set(got)) == len(got)  # every trial once
+
+
+def test_an_accuracy_job_is_ranked_by_its_validation_loss(tmp_path):
+    """sweep.rank_by=auto (the default): a job that optimizes val/acc has every trial optimize val/loss,
+    and the sweep ranks, promotes and picks the lowest; the pick is the same point as the accuracy's
+    (the app's loss is 1 - its accuracy), best.yaml's re-run keeps the job's own metric, and the folder
+    does not resume as a sweep ranked by accuracy (its metrics are losses)."""
+    args = ["sweep=importance", "sweep.budget=10", "sweep.space.model.depth=[1,2,3]"]
+    for d in ("acc", "auto", "bad"):
+        (tmp_path / d).mkdir()
+    acc = run_app(tmp_path / "acc", *args)  # (run_app: sweep.rank_by=val/acc unless given)
+    auto = run_app(tmp_path / "auto", *args, "sweep.rank_by=auto")
+    assert acc.returncode == 0 and auto.returncode == 0, auto.stderr[-3000:]
+    by_acc, by_loss = rows(tmp_path / "acc"), rows(tmp_path / "auto")
+    assert [t["overrides"] for t in by_loss] == [t["overrides"] for t in by_acc]  # the same decisions, loss = 1 - acc
+    for a, b in zip(by_acc, by_loss):
+        if a["metric"] not in ("", "nan"):
+            assert math.isclose(float(b["metric"]), 1 - float(a["metric"]), abs_tol=1e-6)
+            overrides = yaml.safe_load((Path(b["run_dir"]) / ".hydra" / "overrides.yaml").read_text())
+            assert "optimized_metric=val/loss" in overrides
+    imp = json.loads((tmp_path / "auto" / "sw" / "importance.json").read_text())
+    assert imp["optimized_metric"] == "val/loss"
+    assert imp["best"]["values"] == json.loads((tmp_path / "acc" / "sw" / "importance.json").read_text())["best"]["values"]
+    best = (tmp_path / "auto" / "sw" / "best.yaml").read_text()
+    assert "val/loss" in best and "optimized_metric=val/loss" not in best
+    again = run_app(tmp_path / "auto", *args, "sweep.rank_by=val/acc")
+    assert again.returncode == 2 and "optimized_metric=val/loss" in again.stderr.strip().splitlines()[-1]
+    bad = run_app(tmp_path / "bad", *args, "sweep.rank_by=acc")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+        "dlrun: error: sweep.rank_by must be auto or one of val/acc, val/loss, train/acc, train/loss; got 'acc'")
+    assert not (tmp_path / "bad" / "calls.txt").exists()

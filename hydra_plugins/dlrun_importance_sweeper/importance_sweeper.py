@@ -26,6 +26,7 @@ from dlrunner import sweep as sw
 from dlrunner.errors import DlrunError
 from hydra_plugins.dlrun_importance_sweeper import placement
 from hydra_plugins.dlrun_importance_sweeper.results import Results, _key
+from hydra_plugins.dlrun_importance_sweeper.settings import rank_metric
 from hydra_plugins.dlrun_importance_sweeper.stages import Stages
 
 _ABSENT = object()
@@ -100,8 +101,11 @@ class ImportanceSweeper(Stages, Results, Sweeper):
         self.fixed = {_key(a) for a in self.base}
         self.space = sw.read_space(self.s.get("space"), self.s.get("groups"))
         self.groups = set(self.s.get("groups") or {})
-        self.metric = str(self.config.optimized_metric)
+        self.metric = rank_metric(self.s.get("rank_by"), str(self.config.optimized_metric))
         self.lower = "loss" in self.metric
+        # every trial optimizes the ranked metric (its best epoch, the value it returns); the job's own
+        # optimized_metric stays in best.yaml's command line
+        self.rank_args = [] if self.metric == str(self.config.optimized_metric) else [f"optimized_metric={self.metric}"]
         self.seeds = [int(x) for x in self.s.get("seeds") or [0]]
         self.console = Console(highlight=False, record=True, soft_wrap=True)  # a command line stays one line in a log
         given = [int(a.split("=", 1)[1]) for a in self.base if _key(a) == "seed"]
@@ -163,8 +167,9 @@ class ImportanceSweeper(Stages, Results, Sweeper):
             limit = int(self.s.get("max_failures", 5))
             if failed >= limit:
                 raise StopSweep(f"{failed} failed trials (sweep.max_failures={limit})")
-            jobs = [[a for a in self.base if _key(a) not in t.values and _key(a) != "seed"] + t.overrides
-                    for t in todo]
+            skip = {"seed", *(_key(a) for a in self.rank_args)}
+            jobs = [[a for a in self.base if _key(a) not in t.values and _key(a) not in skip] + t.overrides
+                    + self.rank_args for t in todo]
             if getattr(self, "gpu_batch", None):  # sweep.trials_per_gpu: local workers spread over the GPUs
                 where = placement.devices(placement.launcher_kind(self.config), len(jobs), placement.cuda_count())
                 jobs = [j + d for j, d in zip(jobs, where)]
@@ -203,7 +208,9 @@ class ImportanceSweeper(Stages, Results, Sweeper):
     def _check_same_sweep(self) -> None:
         """A sweep dir resumes only the same job: trials of other overrides (epochs=20 vs 5) must not
         be mixed in. `sweep.*` settings may change (a larger budget extends the sweep)."""
-        job = sorted(a for a in self.base if not _key(a).startswith(("sweep", "hydra")))
+        # (a sweep ranked by another metric than its job's: that metric's trials are not comparable)
+        job = sorted(a for a in self.base if not _key(a).startswith(("sweep", "hydra")) and not
+                     (self.rank_args and _key(a) == "optimized_metric")) + self.rank_args
         saved = self.dir / "sweep_job.yaml"
         if saved.exists() and self.csv.exists():
             before = [str(a) for a in OmegaConf.load(saved)]
@@ -234,7 +241,8 @@ class ImportanceSweeper(Stages, Results, Sweeper):
                 continue
             if info.get("status") not in ("completed", "paused") or info.get("value") is None:
                 continue
-            values = {_key(a): a.split("=", 1)[1] for a in args if a not in self.base and _key(a) != "seed"}
+            values = {_key(a): a.split("=", 1)[1] for a in args
+                      if a not in self.base and a not in self.rank_args and _key(a) != "seed"}
             seed = next((int(a.split("=", 1)[1]) for a in args if _key(a) == "seed"), self.seeds[0])
             t = sw.Trial("?", -1, seed, values, int(d.name), float(info["value"]),
                          float(info.get("wall_time") or 0), "completed", "", str(d.resolve()))

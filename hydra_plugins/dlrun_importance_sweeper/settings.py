@@ -1,6 +1,7 @@
 """The `sweep:` settings that take more than a type check: `sweep.time_budget` (a duration),
 `sweep.order` (an earlier sweep's measured importance as the tiers) and successive halving
-(`sweep.halving`, `sweep.promote`), and `sweep.budget` in trials or epochs."""
+(`sweep.halving`, `sweep.promote`), `sweep.budget` in trials or epochs, and `sweep.rank_by` (the
+statistic trials are ranked by)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrunner.errors import DlrunError
+from dlrunner.validate import METRICS
 
 
 def parse_duration(v: Any) -> float | None:
@@ -49,6 +51,19 @@ def halving(s: Any, epochs: int) -> tuple[int, int, float]:
     if not 0 < share <= 1:
         raise DlrunError(f"sweep.promote must be in (0, 1] (the share of short runs continued), got {share}")
     return k, rung, share
+
+
+def rank_metric(rank_by: Any, optimized: str) -> str:
+    """`sweep.rank_by`: the metric every trial optimizes (its best epoch) and the sweep ranks, promotes
+    and picks by. auto: val/loss for a job that optimizes val/acc (on a few hundred validation samples
+    an accuracy moves in steps of one sample and ties; the loss of the same predictions is continuous,
+    and a pick made on it generalizes better: bench/search.py), else the job's own optimized_metric."""
+    text = "auto" if rank_by is None else str(rank_by)
+    if text == "auto":
+        return "val/loss" if optimized == "val/acc" else optimized
+    if text not in METRICS:
+        raise DlrunError(f"sweep.rank_by must be auto or one of {', '.join(METRICS)}; got {rank_by!r}")
+    return text
 
 
 AUTO_TRIALS = 24  # sweep.budget=auto without a time budget
