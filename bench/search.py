@@ -64,6 +64,7 @@ def summarize(out: Path, wall: float) -> dict:
             "configurations": len({t["overrides"] for t in trials}),
             "trial_time_s": round(sum(float(t["time"] or 0) for t in trials), 1),  # the runs' own walls, summed
             "pick": best["values"], "pick_val_2seed": best["metric"], "pick_seeds": best["seeds"],
+            "ranked_by": imp.get("optimized_metric"),  # the metric of pick_val_2seed (sweep.rank_by)
             "measured_importance": imp.get("measured"),
             # every trial as trials.csv has it (run folders are local paths: dropped), with val/acc and
             # val/loss at its best epoch (what another ranking rule would have seen)
@@ -138,22 +139,35 @@ def _label(key: str) -> str:
     return f"`sweep.method={key}`" if key.split()[0] in METHODS else f"`sweep.method=importance {key}`"
 
 
+def _ranked_by(key: str, row: dict) -> str:
+    """The metric a sweep ranked by: its JSON's, else (rows from before sweep.rank_by) the job's
+    optimized_metric, val/acc unless the row's settings name another."""
+    return row.get("ranked_by") or next((k.split("=", 1)[1] for k in key.split() if k.startswith("optimized_metric=")),
+                                        "val/acc")
+
+
+def _measured(row: dict) -> str:
+    """A row's date and CPU (`2026-12-02, Intel Xeon`): wall times compare on one machine only."""
+    cpu = row.get("machine", "-").split(",")[0].replace("(R)", "").replace(" Processor", "")
+    return f"{row.get('date', '-')}, {cpu}"
+
+
 def table(res: dict) -> None:
     """The README table: one row per job and method."""
-    print("| job | method | measured | sweep wall | trials (configurations) | pick (2-seed val) | pick on test, seeds "
-          + "/".join(map(str, TEST_SEEDS)) + " | test mean |\n|---|---|---|---|---|---|---|---|")
+    print("| job | method | ranked by | measured | sweep wall | trials (configurations) | pick (2-seed val) | pick on test, seeds "
+          + "/".join(map(str, TEST_SEEDS)) + " | test mean |\n|---|---|---|---|---|---|---|---|---|")
     for name, r in res.items():
         if not isinstance(r, dict) or "default" not in r:
             continue
         d = r["default"]
-        print(f"| {name} | no search (the job as given) | {d.get('date', '-')} | - | - | {d['pick_val_2seed']:.3f} | "
+        print(f"| {name} | no search (the job as given) | - | {_measured(d)} | - | - | {d['pick_val_2seed']:.3f} | "
               + " / ".join(f"{v:.3f}" for v in d["test"]) + f" | {d['test_mean']:.3f} |")
         keys = [k for k in r if isinstance(r[k], dict) and "test" in r[k] and k != "default"]
         reps = sorted((k for k in keys if k.split()[0] in METHODS), key=lambda k: (METHODS.index(k.split()[0]), k))
         for m in reps + sorted(k for k in keys if k.split()[0] not in METHODS):
             x = r[m]
             label = _label(m)
-            print(f"| {name} | {label} | {x.get('date', '-')} | {x['wall_s']:.0f} s | {x['trials']} ({x['configurations']}) | "
+            print(f"| {name} | {label} | {_ranked_by(m, x)} | {_measured(x)} | {x['wall_s']:.0f} s | {x['trials']} ({x['configurations']}) | "
                   f"{x['pick_val_2seed']:.3f} | " + " / ".join(f"{v:.3f}" for v in x["test"])
                   + f" | {x['test_mean']:.3f} |")
 
@@ -176,12 +190,13 @@ def replicates(res: dict) -> None:
             x = [runs[s] for s in sorted(runs)]
             means = [v["test_mean"] for v in x]
             label = _label(base)
-            rows.append(f"| {name} | {label} | {', '.join(map(str, sorted(runs)))} | "
-                        f"{sum(v['wall_s'] for v in x) / len(x):.0f} s | "
+            rows.append(f"| {name} | {label} | {_ranked_by(base, x[0])} | {', '.join(map(str, sorted(runs)))} | "
+                        f"{sum(v['wall_s'] for v in x) / len(x):.0f} s, "
+                        + " + ".join(sorted({_measured(v).split(", ", 1)[1] for v in x})) + " | "
                         + " / ".join(f"{v:.3f}" for v in means) + f" | {sum(means) / len(means):.4f} |")
     if rows:
-        print("| job | method | sweep.sobol_seed | sweep wall (mean) | each sweep's pick on test (mean of seeds "
-              + "/".join(map(str, TEST_SEEDS)) + ") | mean over the sweeps |\n|---|---|---|---|---|---|")
+        print("| job | method | ranked by | sweep.sobol_seed | sweep wall (mean), CPU | each sweep's pick on test (mean of seeds "
+              + "/".join(map(str, TEST_SEEDS)) + ") | mean over the sweeps |\n|---|---|---|---|---|---|---|")
         print("\n".join(rows))
 
 
@@ -196,6 +211,7 @@ def measured() -> dict:
             for row in r.values():
                 if isinstance(row, dict):
                     row.setdefault("date", data.get("date", "-"))
+                    row.setdefault("machine", data.get("machine", "-"))
             into = merged.setdefault(job, {})
             if "default" in into and into["default"]["date"] > r.get("default", {}).get("date", ""):
                 r = {k: v for k, v in r.items() if k != "default"}  # the job as given: its newest measurement
