@@ -389,7 +389,11 @@ def test_an_accuracy_job_is_ranked_by_its_validation_loss(tmp_path):
     best = (tmp_path / "auto" / "sw" / "best.yaml").read_text()
     assert "val/loss" in best and "optimized_metric=val/loss" not in best
     again = run_app(tmp_path / "auto", *args, "sweep.rank_by=val/acc")
-    assert again.returncode == 2 and "optimized_metric=val/loss" in again.stderr.strip().splitlines()[-1]
+    last = again.stderr.strip().splitlines()[-1]
+    assert again.returncode == 2 and "optimized_metric=val/loss" in last and last.endswith(
+        "give another hydra.sweep.dir, or sweep.rank_by=val/loss (the metric it ranked by)")
+    again = run_app(tmp_path / "acc", *args, "sweep.rank_by=auto")  # and the other way round
+    assert again.returncode == 2 and again.stderr.strip().endswith("or sweep.rank_by=val/acc (the metric it ranked by)")
     bad = run_app(tmp_path / "bad", *args, "sweep.rank_by=acc")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
         "dlrun: error: sweep.rank_by must be auto or one of val/acc, val/loss, train/acc, train/loss; got 'acc'")

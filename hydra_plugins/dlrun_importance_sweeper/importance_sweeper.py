@@ -215,8 +215,13 @@ class ImportanceSweeper(Stages, Results, Sweeper):
         if saved.exists() and self.csv.exists():
             before = [str(a) for a in OmegaConf.load(saved)]
             if before != job:
+                hint = ""
+                if {_key(a) for a in set(before) ^ set(job)} == {"optimized_metric"}:  # only the ranking differs
+                    was = next((a.split("=", 1)[1] for a in before if _key(a) == "optimized_metric"),
+                               str(self.config.optimized_metric))
+                    hint = f", or sweep.rank_by={was} (the metric it ranked by)"
                 raise DlrunError(f"{self.dir} holds a sweep of other job overrides ({' '.join(before) or 'none'} "
-                                 f"vs {' '.join(job) or 'none'}): give another hydra.sweep.dir")
+                                 f"vs {' '.join(job) or 'none'}): give another hydra.sweep.dir{hint}")
         OmegaConf.save(OmegaConf.create(job), saved)
 
     def _pin_sweep_dir(self) -> None:
