@@ -146,10 +146,13 @@ def _ranked_by(key: str, row: dict) -> str:
                                         "val/acc")
 
 
+def _cpu(row: dict) -> str:
+    """The CPU a row was measured on (`Intel Xeon`, `AMD EPYC`): wall times compare on one only."""
+    return row.get("machine", "-").split(",")[0].replace("(R)", "").replace(" Processor", "")
+
+
 def _measured(row: dict) -> str:
-    """A row's date and CPU (`2026-12-02, Intel Xeon`): wall times compare on one machine only."""
-    cpu = row.get("machine", "-").split(",")[0].replace("(R)", "").replace(" Processor", "")
-    return f"{row.get('date', '-')}, {cpu}"
+    return f"{row.get('date', '-')}, {_cpu(row)}"
 
 
 def table(res: dict) -> None:
@@ -192,7 +195,7 @@ def replicates(res: dict) -> None:
             label = _label(base)
             rows.append(f"| {name} | {label} | {_ranked_by(base, x[0])} | {', '.join(map(str, sorted(runs)))} | "
                         f"{sum(v['wall_s'] for v in x) / len(x):.0f} s, "
-                        + " + ".join(sorted({_measured(v).split(", ", 1)[1] for v in x})) + " | "
+                        + " + ".join(sorted({_cpu(v) for v in x})) + " | "
                         + " / ".join(f"{v:.3f}" for v in means) + f" | {sum(means) / len(means):.4f} |")
     if rows:
         print("| job | method | ranked by | sweep.sobol_seed | sweep wall (mean), CPU | each sweep's pick on test (mean of seeds "
