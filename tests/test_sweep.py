@@ -340,7 +340,7 @@ def test_a_sweep_killed_at_random_moments_counts_every_trial_once(tmp_path):
     calls = killed / "calls.txt"
     env = {**os.environ, "SWEEP_CALLS": str(calls), "HYDRA_FULL_ERROR": "1"}
     env.pop("SWEEP_KILL_AT", None)
-    cmd = [sys.executable, str(APP), "-m", *FAST, "sweep.halving=1", f"hydra.sweep.dir={killed / 'sw'}"]
+    cmd = [sys.executable, str(APP), "-m", *FAST, "sweep.halving=1", "sweep.rank_by=val/acc", f"hydra.sweep.dir={killed / 'sw'}"]
     n_calls = lambda: len(calls.read_text().splitlines()) if calls.exists() else 0  # noqa: E731
     kills = 0
     for _ in range(8):
