@@ -28,7 +28,7 @@ run: $(VENV)/.installed
 	$(BIN)/dlrun $(ARGS)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q -n 2 $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --durations=25 $(ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py $(ARGS)

@@ -49,10 +49,14 @@ class Clock:
         return math.ceil(n / self._parallel()) * (1.1 * seconds + sum(over) / len(over)) if n > 0 else 0.0
 
     def _launched(self, trials: list[sw.Trial], wall: float) -> None:
-        """Note the launcher's own cost per batch (process start-up, composing the job): the wall of a
-        launch less its trials' own times."""
+        """Note the sweep's own cost per batch: the wall of a launch less its trials' own times (process
+        start-up, composing the job), and the time since the previous launch ended (TPE's proposals,
+        the importance estimate, the stage tables), which grows with the trials and with the load."""
+        end = time.perf_counter()
+        since = max(0.0, end - wall - getattr(self, "last_launch_end", getattr(self, "t0", end - wall)))
+        self.last_launch_end = end
         batches = math.ceil(len(trials) / self._parallel())
-        over = max(0.0, wall - sum(t.time for t in trials) / self._parallel()) / batches
+        over = (max(0.0, wall - sum(t.time for t in trials) / self._parallel()) + since) / batches
         self.overheads = [*getattr(self, "overheads", []), over]
 
     def _confirm_time(self) -> float:
