@@ -195,10 +195,11 @@ def replicates(res: dict) -> None:
             label = _label(base)
             rows.append(f"| {name} | {label} | {_ranked_by(base, x[0])} | {', '.join(map(str, sorted(runs)))} | "
                         f"{sum(v['wall_s'] for v in x) / len(x):.0f} s, "
-                        + " + ".join(sorted({_cpu(v) for v in x})) + " | "
+                        + " + ".join(sorted({_cpu(v) for v in x})) + ", " + " + ".join(sorted({v.get("date", "-") for v in x}))
+                        + " | "
                         + " / ".join(f"{v:.3f}" for v in means) + f" | {sum(means) / len(means):.4f} |")
     if rows:
-        print("| job | method | ranked by | sweep.sobol_seed | sweep wall (mean), CPU | each sweep's pick on test (mean of seeds "
+        print("| job | method | ranked by | sweep.sobol_seed | sweep wall (mean), CPU, dates (wall times vary from day to day) | each sweep's pick on test (mean of seeds "
               + "/".join(map(str, TEST_SEEDS)) + ") | mean over the sweeps |\n|---|---|---|---|---|---|---|")
         print("\n".join(rows))
 
